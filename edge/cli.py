@@ -1,0 +1,133 @@
+"""The ``nats-edge`` command line.
+
+``nats-edge [run] [flags]`` starts the broker and accepts nats-server's common flags with the same
+meaning (``-a -p -n -c -m --user --pass --auth -D -V -DV -l``), so scripts written for nats-server work
+against it. Other subcommands: ``check-config``, ``bench``. Exit codes: 0 ok, 1 a runtime or config
+error (one line on stderr, never a traceback), 2 a usage error (as argparse and nats-server do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from edge import __version__
+from edge.errors import ConfigError, EdgeError
+
+PROG = "nats-edge"
+
+
+def _add_server_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("server options (as nats-server spells them)")
+    g.add_argument("-a", "--addr", "--net", dest="host", metavar="HOST", help="bind to HOST (default 127.0.0.1)")
+    g.add_argument("-p", "--port", dest="port", type=int, metavar="PORT", help="client port (default 4222; -1 = random)")
+    g.add_argument("-n", "--name", "--server_name", dest="server_name", metavar="NAME", help="server (gateway) name")
+    g.add_argument("-m", "--http_port", dest="http_port", type=int, metavar="PORT", help="monitoring port")
+    g.add_argument("--ports_file_dir", dest="ports_file_dir", metavar="DIR", help="write <prog>_<pid>.ports here")
+    g.add_argument("--max_payload", dest="max_payload", metavar="SIZE", help="maximum message payload (e.g. 1MB)")
+    g = p.add_argument_group("authentication")
+    g.add_argument("--user", dest="user", metavar="USER", help="user required for connections")
+    g.add_argument("--pass", dest="password", metavar="PASSWORD", help="password required for connections")
+    g.add_argument("--auth", dest="token", metavar="TOKEN", help="authorization token required for connections")
+    g = p.add_argument_group("logging")
+    g.add_argument("-l", "--log", dest="log_file", metavar="FILE", help="write the log to FILE")
+    g.add_argument("-D", "--debug", dest="debug", action="store_true", default=None, help="debug output")
+    g.add_argument("-V", "--trace", dest="trace", action="store_true", default=None, help="trace protocol lines")
+    g.add_argument("-DV", dest="debug_trace", action="store_true", help="debug and trace")
+    g.add_argument("-T", "--logtime", dest="logtime", choices=["true", "false"], help="timestamp log lines")
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", dest="config", metavar="FILE", help="TOML configuration file")
+    p.add_argument("--profile", dest="profile", metavar="NAME", help="hardware profile from hw_profiles/ (or 'auto')")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Flags that were given, as config keys: flags override the file."""
+    out: dict[str, Any] = {}
+    for key in ("host", "port", "server_name", "http_port", "ports_file_dir", "log_file", "max_payload"):
+        value = getattr(args, key, None)
+        if value is not None:
+            out[key] = value
+    if getattr(args, "debug", None) or getattr(args, "debug_trace", False):
+        out["debug"] = True
+    if getattr(args, "trace", None) or getattr(args, "debug_trace", False):
+        out["trace"] = True
+    if getattr(args, "logtime", None) is not None:
+        out["logtime"] = args.logtime == "true"
+    auth: dict[str, Any] = {}
+    if args.user is not None:
+        auth["user"] = args.user
+    if args.password is not None:
+        auth["password"] = args.password
+    if args.token is not None:
+        auth["token"] = args.token
+    if auth:
+        out["authorization"] = auth
+    return out
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from edge.config import load_settings
+    from edge.runtime.main import run_broker
+
+    settings = load_settings(args.config, profile=args.profile, overrides=_overrides(args))
+    return run_broker(settings)
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from edge.config import load_settings
+
+    settings = load_settings(args.config, profile=args.profile)
+    sources = ", ".join(settings.sources) or "built-in defaults"
+    print(f"configuration ok ({sources})")
+    return 0
+
+
+def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
+    parser = argparse.ArgumentParser(prog=PROG, description="A NATS-protocol broker for IoT gateways.")
+    parser.add_argument("-v", "--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+    run = sub.add_parser("run", help="run the broker (the default command)")
+    _add_config_flags(run)
+    _add_server_flags(run)
+    handlers["run"] = _cmd_run
+
+    check = sub.add_parser("check-config", help="validate the configuration without starting")
+    _add_config_flags(check)
+    handlers["check-config"] = _cmd_check_config
+
+    sub.add_parser("bench", help="benchmark nats-edge (and nats-server side by side with --compare)", add_help=False)
+    return parser, handlers
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, handlers = _build_parser()
+    commands = {"run", "check-config", "bench", "-h", "--help", "-v", "--version"}
+    if not argv or argv[0] not in commands:
+        argv = ["run", *argv]
+    if argv[0] == "bench":
+        # The benchmark owns its own flags; it is a separate program that happens to ship with us.
+        from edge.bench.cli import main as bench_main
+
+        return bench_main(argv[1:])
+    args = parser.parse_args(argv)
+    try:
+        return handlers[args.command](args)
+    except ConfigError as exc:
+        print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
+        return 1
+    except EdgeError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

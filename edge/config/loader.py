@@ -1,0 +1,255 @@
+"""Load settings from a hardware profile, a TOML file and command-line overrides, in that order.
+
+Precedence (lowest first): built-in defaults, the hardware profile (``hw_profiles/<name>.toml``), the
+config file (``-c``), then flags. Every error names where the value came from and the key, e.g.
+``/etc/nats-edge/edge.toml: max_payload: expected a size such as 1048576 or "1MB", got "lots"``, and
+nothing is half-applied: either a whole :class:`Settings` comes back or :class:`ConfigError` is raised.
+Unknown keys are errors too, because a misspelt limit silently left at its default is worse.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from edge.config import values as v
+from edge.config.settings import MAX_PAYLOAD_LIMIT, AuthorizationSettings, Settings
+from edge.errors import ConfigError
+
+# A section parser receives the raw table and a function that reports an error for a sub-key.
+SectionParser = Callable[[Any, "KeyReporter"], Any]
+
+
+class KeyReporter:
+    """Turns ``ValueError``s from value readers into :class:`ConfigError`s naming source and key."""
+
+    def __init__(self, source: str, prefix: str = "") -> None:
+        self.source = source
+        self.prefix = prefix
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def child(self, name: str) -> KeyReporter:
+        return KeyReporter(self.source, f"{self.prefix}{name}.")
+
+    def error(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(self.source, self.key(name), problem)
+
+    def read(self, table: dict[str, Any], name: str, reader: Callable[..., Any], **kw: Any) -> Any:
+        try:
+            return reader(table[name], **kw)
+        except ValueError as exc:
+            raise self.error(name, str(exc)) from None
+
+    def reject_unknown(self, table: dict[str, Any], known: set[str] | frozenset[str]) -> None:
+        for name in table:
+            if name not in known:
+                raise self.error(name, f"unknown key (known keys: {', '.join(sorted(known))})")
+
+    def require_table(self, value: Any, name: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise ConfigError(self.source, self.key(name).rstrip("."), f"expected a table, got {value!r}")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    reader: Callable[..., Any]
+    attr: str
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+
+# Top-level keys, named as in nats-server's config where the concept is the same.
+_SERVER_KEYS: Final[dict[str, _Key]] = {
+    "server_name": _Key(v.read_str, "server_name"),
+    "host": _Key(v.read_str, "host"),
+    "net": _Key(v.read_str, "host"),
+    "port": _Key(v.read_port, "port"),
+    "http_host": _Key(v.read_str, "http_host"),
+    "http_port": _Key(v.read_port, "http_port"),
+    "monitor_port": _Key(v.read_port, "http_port"),
+    "max_payload": _Key(v.read_size, "max_payload", (("minimum", 1), ("maximum", MAX_PAYLOAD_LIMIT))),
+    "max_control_line": _Key(v.read_size, "max_control_line", (("minimum", 32), ("maximum", 1 << 24))),
+    "max_pending": _Key(v.read_size, "max_pending", (("minimum", 1024),)),
+    "max_connections": _Key(v.read_int, "max_connections", (("minimum", 0),)),
+    "max_subscriptions": _Key(v.read_int, "max_subscriptions", (("minimum", 0),)),
+    "ping_interval": _Key(v.read_duration, "ping_interval", (("minimum", 0.01),)),
+    "ping_max": _Key(v.read_int, "ping_max", (("minimum", 1),)),
+    "write_deadline": _Key(v.read_duration, "write_deadline", (("minimum", 0.001),)),
+    "lame_duck_duration": _Key(v.read_duration, "lame_duck_duration", (("minimum", 0.0),)),
+    "lame_duck_grace_period": _Key(v.read_duration, "lame_duck_grace_period", (("minimum", 0.0),)),
+    "debug": _Key(v.read_bool, "debug"),
+    "trace": _Key(v.read_bool, "trace"),
+    "logtime": _Key(v.read_bool, "logtime"),
+    "log_file": _Key(v.read_str, "log_file"),
+    "ports_file_dir": _Key(v.read_str, "ports_file_dir"),
+    "state_dir": _Key(v.read_str, "state_dir"),
+}
+_COMPOUND_KEYS: Final = frozenset({"listen", "http", "authorization"})
+_AUTH_KEYS: Final = frozenset({"user", "password", "token", "timeout"})
+
+# Feature sections: name -> parser. Each feature's schema module registers itself here so the
+# loader needs no knowledge of leaf links, the outbox or adapters.
+SECTIONS: dict[str, SectionParser] = {}
+
+# Keys a hardware profile may carry besides server keys and sections (its own description).
+_PROFILE_META_KEYS: Final = frozenset({"profile"})
+
+
+def register_section(name: str, parser: SectionParser) -> None:
+    SECTIONS[name] = parser
+
+
+def _import_sections() -> None:
+    # Imported for their register_section() side effect; kept lazy so that `import edge.config`
+    # stays cheap. Each module only defines dataclasses and validation.
+    import edge.config.sections  # noqa: F401
+
+
+def profiles_dir() -> Path:
+    """Where the hardware profiles are: installed inside the package, or the source tree's top level."""
+    override = os.environ.get("NATS_EDGE_PROFILES_DIR")
+    if override:
+        return Path(override)
+    here = Path(__file__).resolve().parent.parent
+    installed = here / "_data" / "hw_profiles"
+    if installed.is_dir():
+        return installed
+    return here.parent / "hw_profiles"
+
+
+def available_profiles() -> list[str]:
+    d = profiles_dir()
+    return sorted(p.stem for p in d.glob("*.toml")) if d.is_dir() else []
+
+
+def read_toml(path: Path, source: str | None = None) -> dict[str, Any]:
+    """Parse a TOML file; syntax errors become ConfigError with the file and TOML's line/column."""
+    source = source or str(path)
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(source, "(file)", "no such file") from None
+    except PermissionError:
+        raise ConfigError(source, "(file)", "permission denied") from None
+    except IsADirectoryError:
+        raise ConfigError(source, "(file)", "is a directory, expected a TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "(syntax)", str(exc)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, "(syntax)", f"not UTF-8 text: {exc}") from None
+
+
+def resolve_profile(name: str) -> tuple[str, Path]:
+    """Map a profile name (or ``auto``) to its file. ``auto`` is resolved by edge.config.profiles."""
+    if name == "auto":
+        from edge.config.profiles import detect_profile
+
+        name = detect_profile()
+    path = profiles_dir() / f"{name}.toml"
+    if not path.is_file():
+        known = ", ".join(available_profiles()) or "none installed"
+        raise ConfigError("--profile", "profile", f"unknown hardware profile {name!r} (known: {known})")
+    return name, path
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    *,
+    profile: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Build validated settings. Raises :class:`ConfigError` naming the source and key on any problem."""
+    _import_sections()
+    settings = Settings()
+    if profile:
+        name, path = resolve_profile(profile)
+        settings.profile = name
+        raw = read_toml(path)
+        _apply_table(settings, raw, KeyReporter(str(path)), is_profile=True)
+        settings.sources.append(str(path))
+    if config_file is not None:
+        path = Path(config_file)
+        raw = read_toml(path)
+        _apply_table(settings, raw, KeyReporter(str(path)), is_profile=False)
+        settings.sources.append(str(path))
+    if overrides:
+        _apply_table(settings, overrides, KeyReporter("command line"), is_profile=False)
+    _check_consistency(settings, KeyReporter(settings.sources[-1] if settings.sources else "settings"))
+    return settings
+
+
+def _apply_table(settings: Settings, raw: dict[str, Any], rep: KeyReporter, *, is_profile: bool) -> None:
+    for name, value in raw.items():
+        if name in _SERVER_KEYS:
+            spec = _SERVER_KEYS[name]
+            setattr(settings, spec.attr, rep.read(raw, name, spec.reader, **dict(spec.kwargs)))
+        elif name == "listen":
+            settings.host, settings.port = _read_host_port(raw, name, rep)
+        elif name == "http":
+            settings.http_host, settings.http_port = _read_host_port(raw, name, rep)
+        elif name == "authorization":
+            _apply_authorization(settings.authorization, rep.require_table(value, name), rep.child(name))
+        elif name in SECTIONS:
+            table = rep.require_table(value, name)
+            previous = settings.sections.get(name)
+            settings.sections[name] = SECTIONS[name](_merge(previous, table), rep.child(name))
+        elif is_profile and name in _PROFILE_META_KEYS:
+            continue
+        else:
+            known = set(_SERVER_KEYS) | _COMPOUND_KEYS | set(SECTIONS)
+            raise rep.error(name, f"unknown key (known keys: {', '.join(sorted(known))})")
+
+
+def _merge(previous: Any, table: dict[str, Any]) -> dict[str, Any]:
+    """A later source's section table overlays the earlier one's raw keys (profile < file < flags)."""
+    raw_previous = getattr(previous, "raw", None)
+    if isinstance(raw_previous, dict):
+        merged = dict(raw_previous)
+        merged.update(table)
+        return merged
+    return table
+
+
+def _read_host_port(raw: dict[str, Any], name: str, rep: KeyReporter) -> tuple[str, int]:
+    value = raw[name]
+    if not isinstance(value, str) or ":" not in value:
+        raise rep.error(name, f"expected \"host:port\", got {value!r}")
+    host, _, port_text = value.rpartition(":")
+    try:
+        port = v.read_port(int(port_text))
+    except ValueError:
+        raise rep.error(name, f"expected \"host:port\" with a numeric port, got {value!r}") from None
+    return host.strip("[]") or "0.0.0.0", port
+
+
+def _apply_authorization(auth: AuthorizationSettings, table: dict[str, Any], rep: KeyReporter) -> None:
+    rep.reject_unknown(table, _AUTH_KEYS)
+    if "user" in table:
+        auth.user = rep.read(table, "user", v.read_str)
+    if "password" in table:
+        auth.password = rep.read(table, "password", v.read_str, allow_empty=True)
+    if "token" in table:
+        auth.token = rep.read(table, "token", v.read_str)
+    if "timeout" in table:
+        auth.timeout = rep.read(table, "timeout", v.read_duration, minimum=0.01)
+
+
+def _check_consistency(settings: Settings, rep: KeyReporter) -> None:
+    auth = settings.authorization
+    if auth.user is not None and auth.token is not None:
+        raise rep.error("authorization", "set either user/password or token, not both")
+    if auth.user is not None and auth.password is None:
+        raise rep.error("authorization.password", "a user needs a password")
+    if auth.password is not None and auth.user is None:
+        raise rep.error("authorization.user", "a password needs a user")
+    if settings.max_payload > settings.max_pending:
+        raise rep.error("max_payload", f"{settings.max_payload} is larger than max_pending ({settings.max_pending})")
+    if settings.http_port and settings.http_port == settings.port and settings.port > 0:
+        raise rep.error("http_port", f"the monitoring port {settings.http_port} is also the client port")

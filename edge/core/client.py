@@ -1,0 +1,516 @@
+"""A client connection: the asyncio Protocol shell around the sans-IO parser.
+
+Bytes from the socket go through :class:`~edge.protocol.parser.Parser` inside ``data_received``;
+each op is handled synchronously (route, queue output), so per-publisher order holds and no task is
+created per message. Output (MSG, PONG, +OK, -ERR, INFO) goes into :attr:`out`, a list of byte
+strings flushed by the server once per loop turn; its size plus what the transport still buffers is
+bounded by ``max_pending`` and a write stalled past ``write_deadline`` closes the connection as a
+slow consumer, both as nats-server does (docs/nats-protocol.md 4.1).
+
+The behaviour of each op, and which errors close the connection, follows nats-server's client.go
+(docs sections 1.3-1.8). The fast path for PUB skips every check that only matters for verbose,
+pedantic, tracing or not-yet-authenticated connections (:attr:`slow_path`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import random
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+from edge.core.router import KIND_CLIENT
+from edge.core.subscription import Subscription
+from edge.protocol import errors as E
+from edge.protocol.errors import ProtocolError
+from edge.protocol.parser import Parser
+from edge.protocol.subjects import is_valid_literal_subject, is_valid_queue, is_valid_subject
+
+if TYPE_CHECKING:
+    from edge.core.server import Server
+
+log = logging.getLogger("edge.client")
+trace_log = logging.getLogger("edge.trace")
+
+# nats-server sends the first PING to a client after at most 2 s (client.go firstClientPingInterval),
+# plus up to 20 % jitter, to measure RTT; later PINGs come every ping_interval unless data arrived.
+FIRST_CLIENT_PING_INTERVAL: Final = 2.0
+PING_JITTER: Final = 0.2
+
+_OK: Final = b"+OK\r\n"
+_PING: Final = b"PING\r\n"
+_PONG: Final = b"PONG\r\n"
+
+
+class CloseReason:
+    """Reasons as nats-server's /connz reports them (server/client.go ClosedState strings)."""
+
+    CLIENT_CLOSED: Final = "Client Closed"
+    AUTH_TIMEOUT: Final = "Authentication Timeout"
+    AUTH_VIOLATION: Final = "Authentication Failure"
+    PROTOCOL: Final = "Protocol Violation"
+    PARSE: Final = "Parse Error"
+    SLOW_CONSUMER_PENDING: Final = "Slow Consumer (Pending Bytes)"
+    SLOW_CONSUMER_DEADLINE: Final = "Slow Consumer (Write Deadline)"
+    STALE: Final = "Stale Connection"
+    MAX_PAYLOAD: Final = "Maximum Payload Exceeded"
+    MAX_CONTROL_LINE: Final = "Maximum Control Line Exceeded"
+    MAX_CONNECTIONS: Final = "Maximum Connections Exceeded"
+    SHUTDOWN: Final = "Server Shutdown"
+    WRITE_ERROR: Final = "Write Error"
+    READ_ERROR: Final = "Read Error"
+    INTERNAL: Final = "Internal Error"
+
+
+_ERR_REASON: Final[dict[str | None, str]] = {
+    E.ERR_MAX_PAYLOAD: CloseReason.MAX_PAYLOAD,
+    E.ERR_MAX_CONTROL_LINE: CloseReason.MAX_CONTROL_LINE,
+    E.ERR_AUTH_VIOLATION: CloseReason.AUTH_VIOLATION,
+    E.ERR_AUTH_TIMEOUT: CloseReason.AUTH_TIMEOUT,
+    E.ERR_UNKNOWN_OP: CloseReason.PARSE,
+    None: CloseReason.PARSE,
+}
+
+
+class ClientConnection(asyncio.Protocol):
+    """One NATS client connection (TCP, TLS, or a serial port bridged as a client)."""
+
+    kind: Final = KIND_CLIENT
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.router = server.router
+        self.loop = server.loop
+        settings = server.settings
+        self.max_pending = settings.max_pending
+        self.parser = Parser(
+            self, kind="client", max_control_line=settings.max_control_line, max_payload=settings.max_payload
+        )
+        self.transport: asyncio.Transport | None = None
+        self.cid = 0
+        self.host = ""
+        self.port = 0
+        self.start = time.time()
+        self.out: list[bytes] = []
+        self.out_size = 0
+        self.out_limit = self.max_pending
+        self.closed = False
+        self.close_reason = ""
+        self.subs: dict[bytes, Subscription] = {}
+        # CONNECT options, with nats-server's defaults for a client that never sends CONNECT.
+        self.connected = False
+        self.verbose = True
+        self.pedantic = True
+        self.echo = True
+        self.headers = False
+        self.no_responders = False
+        self.protocol = 0
+        self.name = ""
+        self.lang = ""
+        self.version = ""
+        self.user: str | None = None
+        self.auth_required = server.auth_required
+        self.trace = settings.trace
+        self.slow_path = True
+        # Statistics for monitoring.
+        self.in_msgs = 0
+        self.in_bytes = 0
+        self.out_msgs = 0
+        self.out_bytes = 0
+        # Timers and keepalive state.
+        self.pings_out = 0
+        self.rtt: float = 0.0
+        self._ping_sent_at = 0.0
+        self._ping_handle: asyncio.TimerHandle | None = None
+        self._auth_handle: asyncio.TimerHandle | None = None
+        self._deadline_handle: asyncio.TimerHandle | None = None
+        self._first_pong_sent = False
+        self._last_in = 0.0
+
+    # -- asyncio.Protocol -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.host, self.port = str(peer[0]), int(peer[1])
+        else:
+            self.host = str(peer or "local")
+        self._last_in = self.loop.time()
+        if not self.server.register(self):
+            # nats-server sends INFO, then the error, then closes (docs 1.7).
+            self._send(self.server.info_for(self))
+            self.close_with_error(E.ERR_MAX_CONNECTIONS, CloseReason.MAX_CONNECTIONS)
+            return
+        self._send(self.server.info_for(self))
+        if self.auth_required:
+            self._auth_handle = self.loop.call_later(
+                self.server.settings.authorization.timeout, self._auth_timeout
+            )
+        first = min(self.server.settings.ping_interval, FIRST_CLIENT_PING_INTERVAL)
+        self._ping_handle = self.loop.call_later(first * (1 + PING_JITTER * random.random()), self._ping_timer)
+        self._update_slow_path()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s - Client connection created", self.tag)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_in = self.loop.time()
+        if self.closed:
+            return
+        try:
+            self.parser.feed(data)
+        except ProtocolError as exc:
+            if not self.closed:
+                if self.trace and exc.detail:
+                    log.debug("%s - protocol error: %s", self.tag, exc.detail)
+                self.close_with_error(exc.text, _ERR_REASON.get(exc.text, CloseReason.PROTOCOL))
+        except Exception:
+            # A bug of ours must cost one connection, never the broker.
+            log.exception("%s - internal error while processing input; closing the connection", self.tag)
+            self.close_with_error(None, CloseReason.INTERNAL)
+
+    def eof_received(self) -> bool | None:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = CloseReason.CLIENT_CLOSED if exc is None else CloseReason.READ_ERROR
+        self._cleanup(reason)
+
+    def pause_writing(self) -> None:
+        # The socket is not keeping up; if it stays that way past write_deadline, cut it
+        # (nats-server's write deadline; docs 4.1).
+        if self._deadline_handle is None and not self.closed:
+            self._deadline_handle = self.loop.call_later(
+                self.server.settings.write_deadline, self._write_deadline_exceeded
+            )
+
+    def resume_writing(self) -> None:
+        if self._deadline_handle is not None:
+            self._deadline_handle.cancel()
+            self._deadline_handle = None
+
+    # -- properties -----------------------------------------------------------------------------
+
+    @property
+    def tag(self) -> str:
+        """The prefix nats-server puts on a connection's log lines: ``ip:port - cid:N``."""
+        name = f' - "{self.name}"' if self.name else ""
+        return f"{self.host}:{self.port} - cid:{self.cid}{name}"
+
+    @property
+    def pending_bytes(self) -> int:
+        buffered = self.transport.get_write_buffer_size() if self.transport and not self.closed else 0
+        return self.out_size + buffered
+
+    def _update_slow_path(self) -> None:
+        self.slow_path = (
+            self.verbose or self.pedantic or self.trace or (self.auth_required and not self.connected)
+        )
+
+    # -- output ---------------------------------------------------------------------------------
+
+    def _send(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if not self.out:
+            self.router.mark_dirty(self)
+        self.out.append(data)
+        self.out_size += len(data)
+
+    def flush(self) -> None:
+        """Write what is queued; called by the server once per loop turn."""
+        if self.closed or not self.out:
+            return
+        data = b"".join(self.out)
+        self.out.clear()
+        self.out_size = 0
+        transport = self.transport
+        assert transport is not None
+        transport.write(data)
+        buffered = transport.get_write_buffer_size()
+        self.out_limit = self.max_pending - buffered
+        if buffered > self.max_pending:
+            self.slow_consumer()
+
+    def send_err(self, text: str) -> None:
+        """A non-fatal -ERR (Invalid Subject, permissions, ...): the connection stays open."""
+        if self.trace:
+            trace_log.debug("%s - ->> [-ERR '%s']", self.tag, text)
+        self._send(E.err_line(text))
+
+    # -- closing --------------------------------------------------------------------------------
+
+    def close_with_error(self, text: str | None, reason: str) -> None:
+        """Send ``-ERR '<text>'`` (if any), flush what is queued and close."""
+        if self.closed:
+            return
+        if text is not None:
+            self._send(E.err_line(text))
+            log.log(
+                logging.INFO if reason != CloseReason.AUTH_VIOLATION else logging.WARNING,
+                "%s - %s: -ERR '%s'",
+                self.tag,
+                reason,
+                text,
+            )
+        self.flush()
+        transport = self.transport
+        self._cleanup(reason)
+        if transport is not None:
+            transport.close()
+
+    def slow_consumer(self, reason: str = CloseReason.SLOW_CONSUMER_PENDING) -> None:
+        """Close without flushing and without -ERR, as nats-server does for slow consumers."""
+        if self.closed:
+            return
+        self.server.slow_consumers += 1
+        if reason == CloseReason.SLOW_CONSUMER_PENDING:
+            log.info("%s - Slow Consumer Detected: MaxPending of %d Exceeded", self.tag, self.max_pending)
+        else:
+            log.info(
+                "%s - Slow Consumer Detected: WriteDeadline of %gs exceeded",
+                self.tag,
+                self.server.settings.write_deadline,
+            )
+        self.out.clear()
+        self.out_size = 0
+        transport = self.transport
+        self._cleanup(reason)
+        if transport is not None:
+            transport.abort()
+
+    def close(self, reason: str = CloseReason.SHUTDOWN) -> None:
+        """Flush and close (server shutdown, lame duck)."""
+        if self.closed:
+            return
+        self.flush()
+        transport = self.transport
+        self._cleanup(reason)
+        if transport is not None:
+            transport.close()
+
+    def _cleanup(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        for handle in (self._ping_handle, self._auth_handle, self._deadline_handle):
+            if handle is not None:
+                handle.cancel()
+        self._ping_handle = self._auth_handle = self._deadline_handle = None
+        subs = list(self.subs.values())
+        self.subs.clear()
+        self.server.remove_subscriptions(subs)
+        self.out.clear()
+        self.server.unregister(self, reason)
+
+    # -- timers ---------------------------------------------------------------------------------
+
+    def _auth_timeout(self) -> None:
+        self._auth_handle = None
+        if not self.connected and not self.closed:
+            self.close_with_error(E.ERR_AUTH_TIMEOUT, CloseReason.AUTH_TIMEOUT)
+
+    def _write_deadline_exceeded(self) -> None:
+        self._deadline_handle = None
+        self.slow_consumer(CloseReason.SLOW_CONSUMER_DEADLINE)
+
+    def _ping_timer(self) -> None:
+        self._ping_handle = None
+        if self.closed:
+            return
+        settings = self.server.settings
+        if self.pings_out + 1 > settings.ping_max:
+            self.server.stale_connections += 1
+            self.close_with_error(E.ERR_STALE, CloseReason.STALE)
+            return
+        now = self.loop.time()
+        # Skip the PING if the client was active recently, except the first one (RTT measurement).
+        if self.rtt == 0.0 or now - self._last_in >= settings.ping_interval:
+            self.pings_out += 1
+            self._ping_sent_at = now
+            self._send(_PING)
+        self._ping_handle = self.loop.call_later(settings.ping_interval, self._ping_timer)
+
+    # -- ops (parser handler) -------------------------------------------------------------------
+
+    def on_connect(self, options: dict[str, Any]) -> None:
+        if self.trace:
+            trace_log.debug("%s - <<- [CONNECT %s]", self.tag, _redact(options))
+        if "account" in options or "new_account" in options:
+            raise ProtocolError(E.ERR_AUTH_VIOLATION)
+        # A repeated CONNECT updates the options it names and keeps the others, as nats-server's
+        # json.Unmarshal into the existing options does; the first starts from the defaults.
+        protocol = options.get("protocol", self.protocol)
+        if not isinstance(protocol, int) or isinstance(protocol, bool) or protocol not in (0, 1):
+            raise ProtocolError(E.ERR_INVALID_PROTOCOL)
+        verbose = options.get("verbose", self.verbose)
+        pedantic = options.get("pedantic", self.pedantic)
+        headers = options.get("headers", self.headers)
+        no_responders = options.get("no_responders", self.no_responders)
+        if no_responders and not headers:
+            raise ProtocolError(E.ERR_NO_RESPONDERS_HEADERS)
+        if not self.server.authenticate(self, options):
+            raise ProtocolError(E.ERR_AUTH_VIOLATION)
+        self.verbose = bool(verbose)
+        self.pedantic = bool(pedantic)
+        self.echo = bool(options.get("echo", self.echo))
+        self.headers = bool(headers)
+        self.no_responders = bool(no_responders)
+        self.protocol = protocol
+        self.name = _str_opt(options.get("name", self.name))
+        self.lang = _str_opt(options.get("lang", self.lang))
+        self.version = _str_opt(options.get("version", self.version))
+        if not self.connected:
+            self.connected = True
+            if self._auth_handle is not None:
+                self._auth_handle.cancel()
+                self._auth_handle = None
+        self._update_slow_path()
+        if self.verbose:
+            self._send(_OK)
+
+    def _check_authorized(self) -> None:
+        if self.auth_required and not self.connected:
+            raise ProtocolError(E.ERR_AUTH_VIOLATION)
+
+    def on_pub(self, subject: bytes, reply: bytes | None, payload: bytes) -> None:
+        self.in_msgs += 1
+        self.in_bytes += len(payload)
+        if self.slow_path and not self._pub_checks(b"PUB", subject, reply, payload):
+            return
+        if self.router.route(self, subject, reply, 0, payload) == 0 and reply and self.no_responders:
+            self._send_no_responders(subject, reply)
+
+    def on_hpub(self, subject: bytes, reply: bytes | None, header_len: int, data: bytes) -> None:
+        if not self.headers:
+            # nats-server: HPUB from a connection without headers support is a parse error (no -ERR).
+            raise ProtocolError(None, "HPUB without headers support")
+        self.in_msgs += 1
+        self.in_bytes += len(data)
+        if self.slow_path and not self._pub_checks(b"HPUB", subject, reply, data):
+            return
+        if self.router.route(self, subject, reply, header_len, data) == 0 and reply and self.no_responders:
+            self._send_no_responders(subject, reply)
+
+    def _pub_checks(self, op: bytes, subject: bytes, reply: bytes | None, data: bytes) -> bool:
+        """Checks for the slow path; returns False if the message must not be routed."""
+        self._check_authorized()
+        if self.trace:
+            r = b" " + reply if reply else b""
+            trace_log.debug("%s - <<- [%s %s%s %d]", self.tag, op.decode(), subject.decode(errors="replace"),
+                      r.decode(errors="replace"), len(data))
+        if self.pedantic and not is_valid_literal_subject(subject):
+            # Pedantic clients get told, but the message is still processed (nats-server does so).
+            self.send_err(E.ERR_INVALID_PUBLISH_SUBJECT)
+        if self.verbose:
+            self._send(_OK)
+        return True
+
+    def _send_no_responders(self, subject: bytes, reply: bytes) -> None:
+        """The 503 status message nats-server sends to a requester nobody answered (client.go:4503)."""
+        sub = self.server.find_own_subscription(self, reply)
+        if sub is None:
+            return
+        hdr = b"NATS/1.0 503\r\nNats-Subject: " + subject + b"\r\n\r\n"
+        n = len(hdr)
+        self._send(b"HMSG %b %b %d %d\r\n%b\r\n" % (reply, sub.sid, n, n, hdr))
+
+    def on_sub(self, subject: bytes, queue: bytes | None, sid: bytes) -> None:
+        if self.slow_path:
+            self._check_authorized()
+            if self.trace:
+                q = b" " + queue if queue else b""
+                trace_log.debug("%s - <<- [SUB %s%s %s]", self.tag, subject.decode(errors="replace"),
+                          q.decode(errors="replace"), sid.decode(errors="replace"))
+        max_subs = self.server.settings.max_subscriptions
+        if max_subs and len(self.subs) >= max_subs:
+            self.server.max_subscriptions_exceeded += 1
+            self.send_err(E.ERR_MAX_SUBSCRIPTIONS)
+            return
+        if sid in self.subs:
+            # A duplicate sid is ignored; the first subscription stays (docs 1.4).
+            if self.verbose:
+                self._send(_OK)
+            return
+        if not is_valid_subject(subject) or (queue is not None and not is_valid_queue(queue)):
+            self.send_err(E.ERR_INVALID_SUBJECT)
+            return
+        sub = Subscription(self, subject, queue, sid)
+        self.subs[sid] = sub
+        self.server.add_subscription(sub)
+        if self.verbose:
+            self._send(_OK)
+
+    def on_unsub(self, sid: bytes, max_msgs: int | None) -> None:
+        if self.slow_path:
+            self._check_authorized()
+            if self.trace:
+                trace_log.debug("%s - <<- [UNSUB %s%s]", self.tag, sid.decode(errors="replace"),
+                          f" {max_msgs}" if max_msgs is not None else "")
+        sub = self.subs.get(sid)
+        if sub is not None:
+            if max_msgs is not None and max_msgs > sub.delivered:
+                sub.max_msgs = max_msgs
+            else:
+                self.remove_subscription(sub)
+        if self.verbose:
+            self._send(_OK)
+
+    def remove_subscription(self, sub: Subscription) -> None:
+        if self.subs.get(sub.sid) is sub:
+            del self.subs[sub.sid]
+            self.server.remove_subscriptions([sub])
+
+    def on_ping(self) -> None:
+        if self.slow_path:
+            self._check_authorized()
+            if self.trace:
+                trace_log.debug("%s - <<- [PING]", self.tag)
+        self._send(_PONG)
+        if self.connected and not self._first_pong_sent:
+            self._first_pong_sent = True
+            if self.protocol >= 1:
+                # Clients that support async INFO get one after the first PONG (CAP, docs 1.2).
+                self._send(self.server.info_for(self, connect_info=True))
+
+    def on_pong(self) -> None:
+        if self.slow_path:
+            self._check_authorized()
+            if self.trace:
+                trace_log.debug("%s - <<- [PONG]", self.tag)
+        if self.pings_out and self._ping_sent_at and self.rtt == 0.0:
+            self.rtt = self.loop.time() - self._ping_sent_at
+        self.pings_out = 0
+
+    def on_ok(self) -> None:
+        self._check_authorized()
+
+    def on_err(self, text: str) -> None:
+        self._check_authorized()
+        log.info("%s - Client Error %s", self.tag, text)
+        raise ProtocolError(None, "client sent -ERR")
+
+    def on_info(self, info: dict[str, Any]) -> None:  # pragma: no cover - not a client op
+        raise ProtocolError(E.ERR_UNKNOWN_OP)
+
+    # -- monitoring -----------------------------------------------------------------------------
+
+    def uptime(self) -> float:
+        return time.time() - self.start
+
+
+def _str_opt(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _redact(options: dict[str, Any]) -> str:
+    shown = {k: ("[REDACTED]" if k in ("pass", "auth_token", "sig", "jwt") else v) for k, v in options.items()}
+    return json.dumps(shown)
+
+
+def constant_time_equal(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())

@@ -1,0 +1,167 @@
+"""Message routing: one published message to every matching subscriber, synchronously.
+
+The router is the hot path of the broker. For each message it looks the subject up in the
+subscription index's cache, writes the ``MSG``/``HMSG`` frame into each matching client's outbound
+buffer (one member per queue group), and marks those clients for the once-per-loop-turn flush. The
+frame's parts are built once per message and shared by all subscribers; only the sid differs.
+
+Subscribers that are not client connections (leaf links, internal clients of adapters and system
+services) get a ``deliver()`` call instead. Publish hooks (the outbox, the leaf uplink) see every
+message after local delivery and add to the delivered count (for no-responders).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from edge.core.sublist import EMPTY_MATCH, Match, SubscriptionIndex
+
+if TYPE_CHECKING:
+    from edge.core.subscription import Subscription
+
+# A hook sees (source, subject, reply, header_len, data, match) and returns how many receivers it
+# reached (0 or more). Hooks run after local delivery, in registration order.
+PublishHook = Callable[[Any, bytes, "bytes | None", int, bytes, Match], int]
+
+KIND_CLIENT: Final = 0
+KIND_LEAF: Final = 1
+KIND_INTERNAL: Final = 2
+
+
+class Router:
+    """Routes messages through a :class:`SubscriptionIndex` into connections' outbound buffers."""
+
+    __slots__ = (
+        "_cache",
+        "_dirty",
+        "_schedule_flush",
+        "hooks",
+        "in_bytes",
+        "in_msgs",
+        "out_bytes",
+        "out_msgs",
+        "sublist",
+    )
+
+    def __init__(self, sublist: SubscriptionIndex, schedule_flush: Callable[[], None]) -> None:
+        self.sublist = sublist
+        self._cache = sublist._cache  # read directly on the hot path; cleared in place by the index
+        self._dirty: list[Any] = []
+        self._schedule_flush = schedule_flush
+        self.hooks: list[PublishHook] = []
+        self.in_msgs = 0
+        self.in_bytes = 0
+        self.out_msgs = 0
+        self.out_bytes = 0
+
+    def take_dirty(self) -> list[Any]:
+        """The connections with queued output since the last call (each once)."""
+        dirty = self._dirty
+        self._dirty = []
+        return dirty
+
+    def mark_dirty(self, conn: Any) -> None:
+        """``conn``'s empty outbound buffer got its first bytes: flush it this loop turn."""
+        self._dirty.append(conn)
+        self._schedule_flush()
+
+    def route(self, src: Any, subject: bytes, reply: bytes | None, hdr_len: int, data: bytes) -> int:
+        """Deliver one message; return the number of receivers reached (local + hooks)."""
+        self.in_msgs += 1
+        self.in_bytes += len(data)
+        m = self._cache.get(subject)
+        if m is None:
+            m = self.sublist.match(subject)
+        delivered = 0
+        if m is not EMPTY_MATCH:
+            delivered = self._deliver(src, subject, reply, hdr_len, data, m)
+        if self.hooks:
+            for hook in self.hooks:
+                delivered += hook(src, subject, reply, hdr_len, data, m)
+        return delivered
+
+    def _deliver(
+        self, src: Any, subject: bytes, reply: bytes | None, hdr_len: int, data: bytes, m: Match
+    ) -> int:
+        delivered = 0
+        dirty = self._dirty
+        was_clean = not dirty
+        size = len(data)
+        # MSG <subject> <sid> [reply] <size>\r\n<payload>\r\n, split into a shared head and tail.
+        if hdr_len:
+            head = b"HMSG " + subject + b" "
+            if reply:
+                tail = b" %b %d %d\r\n%b\r\n" % (reply, hdr_len, size, data)
+            else:
+                tail = b" %d %d\r\n%b\r\n" % (hdr_len, size, data)
+            plain_tail: bytes | None = None  # for subscribers without header support, made on demand
+        else:
+            head = b"MSG " + subject + b" "
+            if reply:
+                tail = b" %b %d\r\n%b\r\n" % (reply, size, data)
+            else:
+                tail = b" %d\r\n%b\r\n" % (size, data)
+            plain_tail = tail
+        frame_len = len(head) + len(tail)
+        targets: list[Subscription] = m.plain
+        if m.queues:
+            targets = list(targets)
+            for group in m.queues:
+                member = self._pick(group, src)
+                if member is not None:
+                    targets.append(member)
+        for sub in targets:
+            c = sub.conn
+            if c is src and not c.echo:
+                continue
+            if c.kind != KIND_CLIENT:
+                c.deliver(sub, subject, reply, hdr_len, data)
+                delivered += 1
+                sub.delivered += 1
+                continue
+            if hdr_len and not c.headers:
+                if plain_tail is None:
+                    payload = data[hdr_len:]
+                    if reply:
+                        plain_tail = b" %b %d\r\n%b\r\n" % (reply, len(payload), payload)
+                    else:
+                        plain_tail = b" %d\r\n%b\r\n" % (len(payload), payload)
+                h, t = b"MSG " + subject + b" ", plain_tail
+                n = len(h) + len(t) + len(sub.sid)
+            else:
+                h, t = head, tail
+                n = frame_len + len(sub.sid)
+            out = c.out
+            if not out:
+                if c.closed:
+                    continue
+                dirty.append(c)
+            out.append(h)
+            out.append(sub.sid)
+            out.append(t)
+            c.out_size += n
+            c.out_msgs += 1
+            c.out_bytes += size
+            delivered += 1
+            sub.delivered += 1
+            if c.out_size > c.out_limit:
+                c.slow_consumer()
+            if sub.max_msgs and sub.delivered >= sub.max_msgs:
+                c.remove_subscription(sub)
+        self.out_msgs += delivered
+        self.out_bytes += delivered * size
+        if was_clean and dirty:
+            self._schedule_flush()
+        return delivered
+
+    @staticmethod
+    def _pick(group: Any, src: Any) -> Subscription | None:
+        """One member of a queue group, round robin, skipping the publisher itself when echo is off."""
+        members = group.members
+        for _ in range(len(members)):
+            sub = group.pick()
+            c = sub.conn
+            if (c is not src or c.echo) and not c.closed:
+                return sub
+        return None

@@ -1,0 +1,235 @@
+"""The broker core: listeners, connections, subscriptions, the router and the flush cycle.
+
+One :class:`Server` per process, on one event loop. Connections register here; subscriptions go
+through :meth:`add_subscription` / :meth:`remove_subscriptions` so interest listeners (the leaf
+uplink) see every change; output queued during a loop turn is flushed once, at the end of it, by
+:meth:`_flush`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import platform
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+
+from edge import __version__
+from edge.config.settings import Settings
+from edge.core.client import ClientConnection, constant_time_equal
+from edge.core.router import Router
+from edge.core.sublist import SubscriptionIndex
+from edge.core.subscription import Subscription
+
+log = logging.getLogger("edge.server")
+
+# nats-server's INFO "proto" for clients (server.go: PROTO_VERSION / ClientProtoInfo).
+CLIENT_PROTO: Final = 1
+
+InterestListener = Callable[[Subscription, bool], None]
+
+
+def new_server_id() -> str:
+    """A 56-character upper-case base32 id starting with N, shaped like nats-server's nkey ids."""
+    raw = base64.b32encode(secrets.token_bytes(35)).decode().rstrip("=")
+    return ("N" + raw)[:56]
+
+
+class Server:
+    """The broker. Create it inside a running loop, then ``await start()``."""
+
+    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.settings = settings
+        self.loop = loop or asyncio.get_running_loop()
+        self.server_id = new_server_id()
+        self.server_name = settings.server_name or self.server_id
+        self.sublist = SubscriptionIndex()
+        self._flush_scheduled = False
+        self.router = Router(self.sublist, self._schedule_flush)
+        self.clients: dict[int, ClientConnection] = {}
+        self.interest_listeners: list[InterestListener] = []
+        self._next_cid = 0
+        self._listener: asyncio.Server | None = None
+        self.port = 0
+        self.start_time = time.time()
+        self.total_connections = 0
+        self.slow_consumers = 0
+        self.stale_connections = 0
+        self.max_subscriptions_exceeded = 0
+        self.auth_failures = 0
+        self.rejected_connections = 0
+        self.accepting = False
+        auth = settings.authorization
+        self.auth_required = auth.required
+        self._info_base: dict[str, Any] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind the client listener. Raises OSError (address in use, ...) for the caller to report."""
+        port = self.settings.port
+        if port < 0:
+            port = 0  # nats-server's RANDOM_PORT (-1)
+        self._listener = await self.loop.create_server(
+            lambda: ClientConnection(self),
+            host=self.settings.host,
+            port=port,
+            reuse_address=True,
+            backlog=1024,
+        )
+        sock = self._listener.sockets[0]
+        self.port = sock.getsockname()[1]
+        for s in self._listener.sockets:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.accepting = True
+        self._info_base = {
+            "server_id": self.server_id,
+            "server_name": self.server_name,
+            "version": __version__,
+            "proto": CLIENT_PROTO,
+            "go": f"python{platform.python_version()}",
+            "host": self.settings.host,
+            "port": self.port,
+            "headers": True,
+            "max_payload": self.settings.max_payload,
+        }
+        if self.auth_required:
+            self._info_base["auth_required"] = True
+        log.info("Listening for client connections on %s:%d", self.settings.host, self.port)
+
+    def stop_accepting(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        self.accepting = False
+
+    async def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop accepting, flush every client's pending output, close them, wait (bounded)."""
+        self.stop_accepting()
+        self._flush()
+        clients = list(self.clients.values())
+        for c in clients:
+            c.close()
+        deadline = self.loop.time() + timeout
+        # Wait for the transports to finish writing what was queued; bounded by the deadline.
+        while self.loop.time() < deadline:
+            if all(c.transport is None or (c.transport.is_closing() and c.transport.get_write_buffer_size() == 0)
+                   for c in clients):
+                break
+            await asyncio.sleep(0.01)
+        if self._listener is not None:
+            self._listener.close()
+            try:
+                async with asyncio.timeout(max(0.1, deadline - self.loop.time())):
+                    await self._listener.wait_closed()
+            except TimeoutError:
+                pass
+
+    # -- connections ----------------------------------------------------------------------------
+
+    def register(self, conn: ClientConnection) -> bool:
+        """Assign a client id; returns False if max_connections is reached."""
+        self._next_cid += 1
+        conn.cid = self._next_cid
+        if len(self.clients) >= self.settings.max_connections:
+            self.rejected_connections += 1
+            return False
+        self.clients[conn.cid] = conn
+        self.total_connections += 1
+        return True
+
+    def unregister(self, conn: ClientConnection, reason: str) -> None:
+        if self.clients.pop(conn.cid, None) is not None and log.isEnabledFor(logging.DEBUG):
+            log.debug("%s - Client connection closed: %s", conn.tag, reason)
+
+    def info_for(self, conn: ClientConnection, *, connect_info: bool = False) -> bytes:
+        info = dict(self._info_base)
+        info["client_id"] = conn.cid
+        info["client_ip"] = conn.host
+        if connect_info:
+            info["connect_info"] = True
+            info["remote_account"] = "$G"
+        return b"INFO " + json.dumps(info, separators=(",", ":")).encode() + b" \r\n"
+
+    def authenticate(self, conn: ClientConnection, options: dict[str, Any]) -> bool:
+        """Check CONNECT credentials against the configured user/password or token."""
+        auth = self.settings.authorization
+        if not self.auth_required:
+            return True
+        ok = False
+        if auth.token is not None:
+            token = options.get("auth_token")
+            ok = isinstance(token, str) and constant_time_equal(token, auth.token)
+        elif auth.user is not None:
+            user, password = options.get("user"), options.get("pass")
+            ok = (
+                isinstance(user, str)
+                and isinstance(password, str)
+                and constant_time_equal(user, auth.user)
+                and constant_time_equal(password, auth.password or "")
+            )
+            if ok:
+                conn.user = user
+        if not ok:
+            self.auth_failures += 1
+        return ok
+
+    # -- subscriptions --------------------------------------------------------------------------
+
+    def add_subscription(self, sub: Subscription) -> None:
+        self.sublist.insert(sub)
+        for listener in self.interest_listeners:
+            listener(sub, True)
+
+    def remove_subscriptions(self, subs: Iterable[Subscription]) -> None:
+        for sub in subs:
+            if self.sublist.remove(sub):
+                for listener in self.interest_listeners:
+                    listener(sub, False)
+
+    def find_own_subscription(self, conn: Any, subject: bytes) -> Subscription | None:
+        """The subscription of ``conn`` that matches ``subject`` (for the no-responders reply)."""
+        m = self.sublist.match(subject)
+        for sub in m.plain:
+            if sub.conn is conn:
+                return sub
+        for group in m.queues:
+            for sub in group.members:
+                if sub.conn is conn:
+                    return sub
+        return None
+
+    # -- flush cycle ----------------------------------------------------------------------------
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        for conn in self.router.take_dirty():
+            conn.flush()
+
+    # -- monitoring helpers ---------------------------------------------------------------------
+
+    @property
+    def num_subscriptions(self) -> int:
+        return len(self.sublist)
+
+    def write_ports_file(self, directory: str, http_port: int = 0) -> str:
+        """nats-server's ``--ports_file_dir``: ``<prog>_<pid>.ports`` with the bound URLs."""
+        ports: dict[str, list[str]] = {"nats": [f"nats://{self.settings.host}:{self.port}"]}
+        if http_port:
+            ports["monitoring"] = [f"http://{self.settings.http_host}:{http_port}"]
+        path = os.path.join(directory, f"nats-edge_{os.getpid()}.ports")
+        tmp = path + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(ports, fh)
+        os.replace(tmp, path)
+        return path

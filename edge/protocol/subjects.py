@@ -1,0 +1,67 @@
+"""Subject validity rules, as nats-server's sublist.go applies them (docs/nats-protocol.md section 2).
+
+Tokens are separated by ``.``; empty tokens and whitespace are invalid; ``*`` and ``>`` are wildcards
+only as whole tokens, and ``>`` only as the last token. Subjects are bytes on the hot path.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+# Whitespace nats-server never allows in a subject, plus NUL (isValidSubject's rune checks).
+_BAD_CHARS: Final = re.compile(rb"[ \t\r\n\f\x00]")
+
+
+def is_valid_subject(subject: bytes) -> bool:
+    """A subscribe subject: wildcards allowed, ``>`` only as the last token."""
+    if not subject or _BAD_CHARS.search(subject):
+        return False
+    tokens = subject.split(b".")
+    last = len(tokens) - 1
+    for i, tok in enumerate(tokens):
+        if not tok or (tok == b">" and i != last):
+            return False
+    return _is_utf8(subject)
+
+
+def is_valid_literal_subject(subject: bytes) -> bool:
+    """A publish subject as pedantic mode checks it: valid, and no wildcard tokens."""
+    if not is_valid_subject(subject):
+        return False
+    return all(tok not in (b"*", b">") for tok in subject.split(b"."))
+
+
+def is_literal(subject: bytes) -> bool:
+    """True if the (valid) subject has no wildcard token."""
+    if b"*" not in subject and b">" not in subject:
+        return True
+    return all(tok not in (b"*", b">") for tok in subject.split(b"."))
+
+
+def is_valid_queue(queue: bytes) -> bool:
+    return bool(queue) and not _BAD_CHARS.search(queue) and _is_utf8(queue)
+
+
+def subject_matches(pattern: bytes, subject: bytes) -> bool:
+    """Whether a literal subject matches a (possibly wildcard) pattern. For config filters, not the hot path."""
+    pt = pattern.split(b".")
+    st = subject.split(b".")
+    for i, tok in enumerate(pt):
+        if tok == b">":
+            return len(st) > i
+        if i >= len(st):
+            return False
+        if tok != b"*" and tok != st[i]:
+            return False
+    return len(pt) == len(st)
+
+
+def _is_utf8(data: bytes) -> bool:
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -1,0 +1,74 @@
+"""Run the broker process: event loop, listeners, signals, orderly shutdown.
+
+SIGTERM and SIGINT stop accepting, flush what is pending to clients and exit 0 within
+``SHUTDOWN_TIMEOUT``. Startup failures (port in use, unwritable log file) are one line on stderr and
+exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Final
+
+from edge import __version__
+from edge.config.settings import Settings
+from edge.runtime.logging import configure_logging
+
+log = logging.getLogger("edge.runtime")
+
+SHUTDOWN_TIMEOUT: Final = 5.0
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def run_broker(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT; return the process exit code."""
+    try:
+        configure_logging(
+            debug=settings.debug, trace=settings.trace, log_file=settings.log_file, logtime=settings.logtime
+        )
+    except OSError as exc:
+        print(f"nats-edge: cannot open log file {settings.log_file}: {exc.strerror}", file=sys.stderr)
+        return 1
+    loop = _new_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(_serve(settings))
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+async def _serve(settings: Settings) -> int:
+    from edge.runtime.broker import Broker
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    broker = Broker(settings)
+    log.info("Starting nats-edge version %s", __version__)
+    try:
+        await broker.start()
+    except OSError as exc:
+        log.error("Error listening on port: %s:%d, %s", settings.host, settings.port, exc.strerror or exc)
+        await broker.stop(timeout=1.0)
+        return 1
+    log.info("Server is ready")
+    await stop.wait()
+    log.info("Initiating shutdown...")
+    await broker.stop(timeout=SHUTDOWN_TIMEOUT)
+    log.info("Server Exiting..")
+    return 0
