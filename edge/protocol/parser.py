@@ -158,19 +158,19 @@ class Parser:
 
     def feed(self, data: bytes) -> None:
         """Parse ``data`` and dispatch every complete op. Raises ProtocolError on malformed input."""
-        if self._buf:
+        if self._pending is not None:
             self._buf += data
-            if self._pending is not None:
-                if len(self._buf) < self._need:
-                    return
-                buf = bytes(self._buf)
-                self._buf.clear()
-                pending, self._pending = self._pending, None
-                pos = self._finish_payload(buf, pending)
-            else:
-                buf = bytes(self._buf)
-                self._buf.clear()
-                pos = 0
+            if len(self._buf) < self._need:
+                return
+            buf = bytes(self._buf)
+            self._buf.clear()
+            pending, self._pending = self._pending, None
+            pos = self._finish_payload(buf, pending)
+        elif self._buf:
+            self._buf += data
+            buf = bytes(self._buf)
+            self._buf.clear()
+            pos = 0
         else:
             buf = data
             pos = 0
