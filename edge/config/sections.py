@@ -5,3 +5,5 @@ module under ``edge/config/`` and registers it here, so the loader itself stays 
 """
 
 from __future__ import annotations
+
+import edge.config.store_forward  # noqa: F401

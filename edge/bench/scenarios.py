@@ -1,0 +1,471 @@
+"""Benchmark scenarios, their registry, and the orchestration of worker processes.
+
+A scenario is a function ``(ctx, target, size) -> list[Result]`` registered in :data:`SCENARIOS` under
+its command-line name; adding one (a leaf link, store-and-forward) means writing the function and one
+registry line. Throughput scenarios share :func:`run_stream`, which starts the generator processes,
+releases the publisher once every subscriber is connected and subscribed, waits until the last
+subscriber has everything (or stops making progress), and verifies what arrived.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing as mp
+import queue as queue_mod
+import resource
+import selectors
+import socket
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from edge.bench import loadgen
+from edge.bench.servers import ArgvFactory, BrokerProcess, ServerStartError, cpu_seconds, rss_bytes, start_broker
+from edge.bench.wire import check_exactly_once, connect_frame
+
+READY_TIMEOUT: Final = 30.0  # spawning workers on a busy 2-core machine can take seconds
+IDLE_TIMEOUT: Final = 3.0  # no subscriber progress for this long after the publisher is done: stop
+WINDOW_BYTES: Final = 4 * 1024 * 1024  # credit window between publisher and subscribers
+JOIN_TIMEOUT: Final = 5.0
+
+
+class ScenarioError(Exception):
+    """A scenario could not run (a worker failed, a broker stopped answering)."""
+
+
+@dataclass(frozen=True)
+class Params:
+    """Knobs shared by all scenarios of one run."""
+
+    duration: float = 2.0
+    fanout: int = 4
+    queue: int = 4
+    concurrency: int = 16
+    rr_duration: float = 2.0
+    conns: int = 500
+    startup_runs: int = 3
+    window_bytes: int = WINDOW_BYTES
+
+
+@dataclass
+class Target:
+    """A broker to measure: ``pid`` enables RSS/CPU figures, ``argv`` enables the startup scenario."""
+
+    name: str
+    host: str
+    port: int
+    pid: int | None = None
+    argv: ArgvFactory | None = None
+
+
+@dataclass
+class Result:
+    """One measured row for one target.
+
+    ``value`` is the row's primary figure in ``unit`` (``msg/s``, ``s`` or ``B``); ``verified`` is None
+    when the scenario has nothing to verify. ``extra`` holds secondary figures (p99, CPU per message...).
+    """
+
+    scenario: str
+    row: str
+    size: int | None
+    target: str
+    value: float | None
+    unit: str
+    higher_is_better: bool = True
+    verified: bool | None = None
+    verify_text: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def key(self) -> tuple[str, int | None]:
+        return (self.row, self.size)
+
+
+@dataclass
+class Context:
+    params: Params
+    mp: Any = field(default_factory=lambda: mp.get_context("spawn"))
+    _ids: itertools.count[int] = field(default_factory=itertools.count)
+
+    def subject(self, scenario: str) -> str:
+        """A fresh subject per run, so nothing left over from an earlier run can be delivered."""
+        return f"bench.{scenario}.{time.monotonic_ns() % 10**9}.{next(self._ids)}"
+
+
+ScenarioFn = Callable[[Context, Target, int | None], list[Result]]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    fn: ScenarioFn
+    sized: bool
+    help: str
+
+
+# ------------------------------------------------------------------------------------- orchestration
+
+
+class _Workers:
+    """The processes of one scenario and their mailbox; always stopped on exit."""
+
+    def __init__(self, ctx: Context, subscribers: int) -> None:
+        m = ctx.mp
+        self.ctx = ctx
+        self.results = m.Queue()
+        self.shared = loadgen.Shared(
+            counters=m.RawArray("q", subscribers),
+            last_rx=m.RawArray("d", subscribers),
+            total=m.RawValue("q", -1),
+            stop=m.RawValue("i", 0),
+            go=m.Event(),
+        )
+        self.procs: list[Any] = []
+        self.mail: dict[tuple[str, str, int], Any] = {}
+
+    def start(self, fn: Callable[..., None], *args: Any) -> None:
+        p = self.ctx.mp.Process(target=fn, args=(*args, self.shared, self.results), daemon=True)
+        p.start()
+        self.procs.append(p)
+
+    def wait(self, kind: str, role: str, index: int, timeout: float) -> Any:
+        """The payload of message (kind, role, index); raises ScenarioError on a worker error."""
+        deadline = time.monotonic() + timeout
+        key = (kind, role, index)
+        while key not in self.mail:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ScenarioError(f"timed out waiting for {role} {index} ({kind})")
+            try:
+                msg_kind, msg_role, msg_idx, payload = self.results.get(timeout=min(0.5, remaining))
+            except queue_mod.Empty:
+                dead = [p for p in self.procs if p.exitcode not in (None, 0)]
+                if dead:
+                    raise ScenarioError(f"a worker died (exit code {dead[0].exitcode})") from None
+                continue
+            if msg_kind == "error":
+                raise ScenarioError(f"{msg_role} {msg_idx}: {payload}")
+            self.mail[(msg_kind, msg_role, msg_idx)] = payload
+        return self.mail.pop(key)
+
+    def close(self) -> None:
+        self.shared.stop.value = 1
+        self.shared.go.set()  # release anyone still waiting to start, so they exit
+        for p in self.procs:
+            p.join(JOIN_TIMEOUT)
+            if p.is_alive():
+                p.terminate()
+                p.join(JOIN_TIMEOUT)
+        self.results.close()
+        self.results.join_thread()
+
+    def __enter__(self) -> _Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class StreamOutcome:
+    sent: int
+    t0: float
+    t_end: float
+    delivered: int
+    subscribers: list[dict[str, Any]]
+    verified: bool
+    verify_text: str
+    cpu: float | None
+
+    @property
+    def elapsed(self) -> float:
+        return max(self.t_end - self.t0, 1e-9)
+
+
+def run_stream(
+    ctx: Context,
+    *,
+    host: str,
+    port: int,
+    size: int,
+    subscribers: int,
+    queue: str | None = None,
+    fake: str | None = None,
+    pid: int | None = None,
+    subject: str | None = None,
+) -> StreamOutcome:
+    """One publisher and ``subscribers`` subscribers for ``params.duration`` seconds, verified.
+
+    ``fake="discard"`` measures the publisher alone against a discarding fake server; ``fake="blaster"``
+    measures one subscriber fed by a fake server. Otherwise host:port is the broker under test.
+    """
+    p = ctx.params
+    subject = subject or ctx.subject("stream")
+    frame_len = len(subject) + size + 24
+    window = max(1, p.window_bytes // frame_len)
+    credit: loadgen.Credit = "none" if subscribers == 0 else ("sum" if queue else "min")
+    with _Workers(ctx, subscribers) as w:
+        if fake == "discard":
+            w.start(loadgen.discard_main, host)
+            port = w.wait("port", "discard", 0, READY_TIMEOUT)
+        spec = loadgen.PubSpec(host, port, subject, size, p.duration, credit, window, serve=fake == "blaster")
+        pub_role = "blaster" if spec.serve else "publisher"
+        w.start(loadgen.publisher_main, spec)
+        if spec.serve:
+            port = w.wait("port", "blaster", 0, READY_TIMEOUT)
+        for i in range(subscribers):
+            w.start(loadgen.subscriber_main, loadgen.SubSpec(i, host, port, subject, size, queue))
+        for i in range(subscribers):
+            w.wait("ready", "subscriber", i, READY_TIMEOUT)
+        w.wait("ready", pub_role, 0, READY_TIMEOUT)
+        cpu0 = cpu_seconds(pid) if pid else None
+        w.shared.go.set()
+        pub = w.wait("result", pub_role, 0, p.duration + 90.0)
+        sent = pub["sent"]
+        if subscribers:
+            _wait_delivery(w.shared, subscribers, sent, queue is not None)
+        cpu1 = cpu_seconds(pid) if pid else None
+        w.shared.stop.value = 1
+        subs = [w.wait("result", "subscriber", i, 30.0) for i in range(subscribers)]
+    t_end = max([s["last_rx"] for s in subs], default=pub["t_end"])
+    cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
+    if queue:
+        check = check_exactly_once([s["collected"] for s in subs], sent)
+        errors = [e for s in subs for e in s["errors"]]
+        ok = check.ok and not errors
+        if ok:
+            counts = "/".join(str(s["frames"]) for s in subs)
+            text = f"ok {check.unique} msgs exactly once ({counts})"
+        else:
+            text = (f"FAIL missing {check.missing} dup {check.duplicates} reordered {check.reordered}"
+                    f" foreign {check.out_of_range}" + (f" errors: {errors[0]}" if errors else ""))
+        delivered = check.unique
+    elif subscribers:
+        bad = [s for s in subs if s["missing"] or s["duplicates"] or s["reordered"] or s["errors"]]
+        ok = not bad and all(s["unique"] == sent for s in subs)
+        delivered = sum(s["unique"] for s in subs)
+        if ok:
+            text = f"ok {delivered} msgs in order" + (f" ({subscribers} subs)" if subscribers > 1 else "")
+        else:
+            s = bad[0] if bad else subs[0]
+            text = (f"FAIL sub {subs.index(s)}: missing {s['missing']} dup {s['duplicates']}"
+                    f" reordered {s['reordered']}" + (f" errors: {s['errors'][0]}" if s["errors"] else ""))
+    else:
+        ok, delivered = True, 0
+        text = f"ok {sent} msgs acknowledged by PONG" if not fake else f"ok {sent} msgs"
+    return StreamOutcome(sent, pub["t0"], t_end, delivered, subs, ok, text, cpu)
+
+
+def _wait_delivery(shared: loadgen.Shared, n: int, sent: int, summed: bool) -> None:
+    """Wait until the subscribers have all ``sent`` frames, or until they stop making progress."""
+    last_progress = time.monotonic()
+    previous = -1
+    while True:
+        counts = [shared.counters[i] for i in range(n)]
+        have = sum(counts) if summed else min(counts)
+        if have >= sent:
+            return
+        now = time.monotonic()
+        if have != previous:
+            previous, last_progress = have, now
+        elif now - last_progress > IDLE_TIMEOUT:
+            return  # lost messages: the verdict will say so
+        time.sleep(0.005)  # orchestrator polling shared counters; bounded by IDLE_TIMEOUT
+
+
+# ------------------------------------------------------------------------------------------ scenarios
+
+
+def _stream_result(name: str, row: str, size: int | None, target: Target, out: StreamOutcome,
+                   per: int) -> Result:
+    rate = (out.delivered if per else out.sent) / out.elapsed
+    extra: dict[str, Any] = {"sent": out.sent, "delivered": out.delivered, "seconds": round(out.elapsed, 4)}
+    if out.cpu is not None:
+        extra["cpu_us_per_msg"] = out.cpu * 1e6 / max(1, out.delivered if per else out.sent)
+        extra["cpu_seconds"] = out.cpu
+    return Result(name, row, size, target.name, rate, "msg/s", verified=out.verified,
+                  verify_text=out.verify_text, extra=extra)
+
+
+def scenario_pub(ctx: Context, target: Target, size: int | None) -> list[Result]:
+    assert size is not None
+    out = run_stream(ctx, host=target.host, port=target.port, size=size, subscribers=0, pid=target.pid)
+    return [_stream_result("pub", "pub", size, target, out, per=0)]
+
+
+def scenario_pubsub(ctx: Context, target: Target, size: int | None) -> list[Result]:
+    assert size is not None
+    out = run_stream(ctx, host=target.host, port=target.port, size=size, subscribers=1, pid=target.pid)
+    return [_stream_result("pubsub", "pubsub", size, target, out, per=1)]
+
+
+def scenario_fanout(ctx: Context, target: Target, size: int | None) -> list[Result]:
+    assert size is not None
+    k = ctx.params.fanout
+    out = run_stream(ctx, host=target.host, port=target.port, size=size, subscribers=k, pid=target.pid)
+    return [_stream_result("fanout", f"fanout 1:{k}", size, target, out, per=1)]
+
+
+def scenario_queue(ctx: Context, target: Target, size: int | None) -> list[Result]:
+    assert size is not None
+    k = ctx.params.queue
+    out = run_stream(ctx, host=target.host, port=target.port, size=size, subscribers=k, queue="bench",
+                     pid=target.pid)
+    return [_stream_result("queue", f"queue 1:{k}", size, target, out, per=1)]
+
+
+def _reqrep_once(ctx: Context, target: Target, concurrency: int) -> Result:
+    p = ctx.params
+    subject = ctx.subject("rr")
+    size = 16
+    row = "reqrep seq" if concurrency == 1 else f"reqrep c={concurrency}"
+    with _Workers(ctx, 0) as w:
+        w.start(loadgen.responder_main, target.host, target.port, subject)
+        w.wait("ready", "responder", 0, READY_TIMEOUT)
+        spec = loadgen.ReqSpec(target.host, target.port, subject, size, p.rr_duration, concurrency)
+        w.start(loadgen.requester_main, spec)
+        w.wait("ready", "requester", 0, READY_TIMEOUT)
+        cpu0 = cpu_seconds(target.pid) if target.pid else None
+        w.shared.go.set()
+        res = w.wait("result", "requester", 0, p.rr_duration + 60.0)
+        cpu1 = cpu_seconds(target.pid) if target.pid else None
+    ok = res["lost"] == 0 and res["unexpected"] == 0 and res["completed"] > 0
+    rate = res["completed"] / res["elapsed"] if res["elapsed"] > 0 else 0.0
+    text = (f"ok {res['sent']} replies matched" if ok
+            else f"FAIL lost {res['lost']} unexpected {res['unexpected']} of {res['sent']}")
+    extra = {"rate": rate, "p90": res["p90"], "p99": res["p99"], "requests": res["sent"],
+             "concurrency": concurrency}
+    if cpu0 is not None and cpu1 is not None:
+        extra["cpu_us_per_msg"] = (cpu1 - cpu0) * 1e6 / max(1, res["sent"])
+    return Result("reqrep", row, size, target.name, res["p50"], "s", higher_is_better=False, verified=ok,
+                  verify_text=text, extra=extra)
+
+
+def scenario_reqrep(ctx: Context, target: Target, size: int | None) -> list[Result]:
+    return [_reqrep_once(ctx, target, 1), _reqrep_once(ctx, target, ctx.params.concurrency)]
+
+
+def _na(name: str, row: str, target: Target, why: str, unit: str) -> Result:
+    return Result(name, row, None, target.name, None, unit, higher_is_better=False, verify_text=f"n/a: {why}")
+
+
+def scenario_idle_rss(ctx: Context, target: Target, size: int | None) -> list[Result]:
+    if target.pid is None:
+        return [_na("idle-rss", "idle RSS", target, "needs --pid", "B")]
+    rss = rss_bytes(target.pid)
+    return [Result("idle-rss", "idle RSS", None, target.name, rss, "B", higher_is_better=False)]
+
+
+def scenario_rss_per_conn(ctx: Context, target: Target, size: int | None) -> list[Result]:
+    row = f"RSS/idle conn ({ctx.params.conns})"
+    if target.pid is None:
+        return [_na("rss-per-conn", row, target, "needs --pid", "B")]
+    n = ctx.params.conns
+    _raise_nofile(n + 64)
+    before = rss_bytes(target.pid) or 0
+    socks = open_idle_connections(target.host, target.port, n)
+    try:
+        after = rss_bytes(target.pid) or 0
+    finally:
+        for s in socks:
+            s.close()
+    per = (after - before) / n
+    extra = {"rss_before": before, "rss_after": after, "connections": n}
+    return [Result("rss-per-conn", row, None, target.name, per, "B", higher_is_better=False,
+                   verified=True, verify_text=f"ok {n} conns answered PING", extra=extra)]
+
+
+def scenario_startup(ctx: Context, target: Target, size: int | None) -> list[Result]:
+    if target.argv is None:
+        return [_na("startup", "startup", target, "needs a broker we start", "s")]
+    times: list[float] = []
+    for _ in range(ctx.params.startup_runs):
+        try:
+            broker: BrokerProcess = start_broker(target.name, target.argv, target.host)
+        except ServerStartError as exc:
+            return [Result("startup", "startup", None, target.name, None, "s", error=str(exc))]
+        try:
+            times.append(broker.ready_after or 0.0)
+        finally:
+            broker.stop()
+    extra = {"runs": [round(t, 4) for t in times], "min": min(times)}
+    return [Result("startup", "startup", None, target.name, statistics.median(times), "s",
+                   higher_is_better=False, extra=extra)]
+
+
+def open_idle_connections(host: str, port: int, n: int, timeout: float = 60.0) -> list[socket.socket]:
+    """Open ``n`` client connections that CONNECT + PING and then stay idle; returns once every one has
+    its PONG (so the broker has fully set each up). Raises ScenarioError on failure or timeout."""
+    deadline = time.monotonic() + timeout
+    socks: list[socket.socket] = []
+    sel = selectors.DefaultSelector()
+    try:
+        hello = connect_frame("bench-idle") + b"PING\r\n"
+        for i in range(n):
+            s = socket.create_connection((host, port), timeout=max(0.1, deadline - time.monotonic()))
+            socks.append(s)
+            # Read the INFO before the next connect, so the listen backlog never overflows.
+            data = b""
+            while b"\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    raise ScenarioError(f"connection {i} closed before INFO")
+                data += chunk
+            s.sendall(hello)
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ, data)
+        waiting = {s.fileno(): b"" for s in socks}
+        while waiting:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ScenarioError(f"{len(waiting)} of {n} idle connections got no PONG")
+            for key, _ in sel.select(min(remaining, 1.0)):
+                s = key.fileobj
+                assert isinstance(s, socket.socket)
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise ScenarioError("an idle connection was closed by the server")
+                waiting[s.fileno()] += chunk
+                if b"PONG\r\n" in waiting[s.fileno()]:
+                    del waiting[s.fileno()]
+                    sel.unregister(s)
+        return socks
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
+    finally:
+        sel.close()
+
+
+def _raise_nofile(need: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        new = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+
+
+# Order matters: idle RSS is read before any load has grown the broker.
+SCENARIOS: Final[dict[str, Scenario]] = {
+    "startup": Scenario(scenario_startup, False, "time from spawn until a PING is answered"),
+    "idle-rss": Scenario(scenario_idle_rss, False, "broker RSS with no clients"),
+    "rss-per-conn": Scenario(scenario_rss_per_conn, False, "RSS growth per idle connection"),
+    "pub": Scenario(scenario_pub, True, "ingest: one publisher, no subscribers"),
+    "pubsub": Scenario(scenario_pubsub, True, "one publisher, one subscriber"),
+    "fanout": Scenario(scenario_fanout, True, "one publisher, K subscribers (delivered rate)"),
+    "queue": Scenario(scenario_queue, True, "one publisher, a queue group of K, exactly once"),
+    "reqrep": Scenario(scenario_reqrep, False, "request-reply latency, sequential and concurrent"),
+}
+
+
+def generator_ceiling(ctx: Context, size: int, host: str = "127.0.0.1") -> dict[str, float]:
+    """The load generator's own limits for ``size``: a publisher into a discarding fake server and a
+    subscriber fed by a blasting fake server (msgs/s). A broker can only be measured below these."""
+    pub = run_stream(ctx, host=host, port=0, size=size, subscribers=0, fake="discard")
+    sub = run_stream(ctx, host=host, port=0, size=size, subscribers=1, fake="blaster")
+    if not sub.verified:
+        raise ScenarioError(f"generator self-test failed: {sub.verify_text}")
+    return {"publisher": pub.sent / pub.elapsed, "subscriber": sub.delivered / sub.elapsed}

@@ -1,0 +1,154 @@
+"""`nats-edge bench` end to end against a real nats-server on a free loopback port."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge.bench import cli
+from edge.bench.servers import ServerStartError, find_nats_server, free_port, start_broker, wait_ready
+
+
+@pytest.fixture
+def nats_server() -> Iterator[tuple[str, int]]:
+    binary = find_nats_server()
+    if binary is None:
+        pytest.skip("nats-server not installed")
+    port = free_port()
+    proc = subprocess.Popen([binary, "-a", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready("127.0.0.1", port, 10.0, proc)
+        yield f"nats://127.0.0.1:{port}", proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.mark.timeout(60)
+def test_quick_run_against_nats_server_verifies_every_message(
+    nats_server: tuple[str, int], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, pid = nats_server
+    out_json = tmp_path / "bench.json"
+    code = cli.main(["--url", url, "--pid", str(pid), "--quick", "--scenarios", "pub,pubsub,queue",
+                     "--json", str(out_json)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    # The generator measured its own ceiling, and every scenario reported verified counts.
+    assert re.search(r"generator ceiling 16 B: publisher [\d.]+ M msg/s", out)
+    assert re.search(r"pub .*ok (\d+) msgs acknowledged by PONG", out)
+    assert re.search(r"pubsub .*ok (\d+) msgs in order", out)
+    assert re.search(r"queue 1:4 .*ok (\d+) msgs exactly once", out)
+    assert "all scenarios verified" in out
+
+    doc = json.loads(out_json.read_text())
+    rows = {r["scenario"]: r for r in doc["results"]}
+    assert set(rows) == {"pub", "pubsub", "queue"}
+    for r in rows.values():
+        assert r["verified"] is True and r["error"] is None and r["value"] > 0
+        assert r["extra"]["sent"] > 0 and "cpu_us_per_msg" in r["extra"]
+    assert rows["pubsub"]["extra"]["delivered"] == rows["pubsub"]["extra"]["sent"]
+    assert rows["queue"]["extra"]["delivered"] == rows["queue"]["extra"]["sent"]
+    assert doc["exit_code"] == 0
+
+
+def test_unreachable_url_fails_with_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()  # nothing listens here
+    code = cli.main(["--url", f"nats://127.0.0.1:{port}", "--no-ceiling", "--quick", "--scenarios", "pub"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "FAIL pub 16 B on url" in out
+
+
+class LossyBroker:
+    """A tiny NATS-speaking broker (threads, one subject, no wildcards) that drops one delivery and
+    duplicates another, so the benchmark's verification must fail the run."""
+
+    DROP, DUPLICATE = 5, 9
+
+    def __init__(self) -> None:
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), self._handler(), bind_and_activate=True)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.subs: list[tuple[socket.socket, bytes, threading.Lock]] = []
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
+
+    def _handler(self) -> type[socketserver.BaseRequestHandler]:
+        broker = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                sock: socket.socket = self.request
+                lock = threading.Lock()
+                sock.sendall(b'INFO {"server_id":"LOSSY","version":"0.0.0","proto":1,"max_payload":1048576} \r\n')
+                buf = b""
+                while True:
+                    chunk = sock.recv(1 << 20)
+                    if not chunk:
+                        return
+                    buf += chunk
+                    while (eol := buf.find(b"\n")) >= 0:
+                        line = buf[:eol].rstrip(b"\r").split()
+                        op = line[0].upper() if line else b""
+                        if op == b"PUB":
+                            size = int(line[-1])
+                            if len(buf) < eol + 1 + size + 2:
+                                break
+                            body = buf[eol + 1 : eol + 1 + size]
+                            buf = buf[eol + 1 + size + 2 :]
+                            seq = int.from_bytes(body[:8], "little")
+                            copies = {broker.DROP: 0, broker.DUPLICATE: 2}.get(seq, 1)
+                            for sub_sock, sid, sub_lock in list(broker.subs):
+                                frame = b"MSG %s %s %d\r\n%s\r\n" % (line[1], sid, size, body)
+                                with sub_lock:
+                                    sub_sock.sendall(frame * copies)
+                            continue
+                        buf = buf[eol + 1 :]
+                        if op == b"SUB":
+                            broker.subs.append((sock, line[-1], lock))
+                        elif op == b"PING":
+                            with lock:
+                                sock.sendall(b"PONG\r\n")
+
+        return Handler
+
+    def __enter__(self) -> LossyBroker:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+@pytest.mark.timeout(60)
+def test_loss_and_duplicates_fail_the_run(capsys: pytest.CaptureFixture[str]) -> None:
+    with LossyBroker() as broker:
+        code = cli.main(["--url", f"nats://127.0.0.1:{broker.port}", "--no-ceiling", "--quick",
+                         "--duration", "0.2", "--scenarios", "pubsub"])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert re.search(r"FAIL pubsub 16 B on url: FAIL sub 0: missing 1 dup 1 reordered 0", out), out
+
+
+def test_a_broker_that_exits_at_start_is_reported_with_its_log() -> None:
+    def argv(host: str, port: int) -> list[str]:
+        return [sys.executable, "-c", "import sys; print('boom: bad flag', file=sys.stderr); sys.exit(3)"]
+
+    with pytest.raises(ServerStartError, match=r"(?s)exited with status 3.*boom: bad flag"):
+        start_broker("fake-edge", argv, timeout=10.0)

@@ -1,0 +1,93 @@
+"""Unit tests for the benchmark's targets, table and command-line validation (no sockets)."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge.bench import cli, report
+from edge.bench.scenarios import SCENARIOS, Result
+from edge.bench.servers import parse_url
+
+
+def rate(target: str, scenario: str, size: int, value: float, ok: bool = True) -> Result:
+    return Result(scenario, scenario, size, target, value, "msg/s", verified=ok, verify_text="ok 1 msgs")
+
+
+def test_ratio_goals_are_met_or_missed() -> None:
+    results = [
+        rate("nats-server", "pub", 16, 6e6),
+        rate("nats-edge", "pub", 16, 2e6),  # 0.33 >= 0.30
+        rate("nats-server", "pubsub", 16, 2e6),
+        rate("nats-edge", "pubsub", 16, 0.5e6),  # 0.25 < 0.30
+        rate("nats-server", "pubsub", 128, 1e6),
+        rate("nats-edge", "pubsub", 128, 0.1e6),  # no goal for 128 B
+    ]
+    checks = {(c.row, c.size): c for c in report.evaluate_goals(results, "nats-edge", "nats-server")}
+    assert checks[("pub", 16)].met is True
+    assert checks[("pub", 16)].observed == pytest.approx(1 / 3)
+    assert checks[("pubsub", 16)].met is False
+    assert ("pubsub", 128) not in checks
+
+
+def test_latency_and_absolute_goals() -> None:
+    results = [
+        Result("reqrep", "reqrep c=16", 16, "nats-server", 200e-6, "s", higher_is_better=False),
+        Result("reqrep", "reqrep c=16", 16, "nats-edge", 320e-6, "s", higher_is_better=False),
+        Result("idle-rss", "idle RSS", None, "nats-edge", 24e6, "B", higher_is_better=False),
+        Result("startup", "startup", None, "nats-edge", 0.7, "s", higher_is_better=False),
+    ]
+    checks = {c.row: c for c in report.evaluate_goals(results, "nats-edge", "nats-server")}
+    assert checks["reqrep c=16"].met is False  # 1.6x > 1.5x
+    assert checks["idle RSS"].met is True
+    assert checks["startup"].met is False
+
+
+def test_ratio_goals_without_a_reference_cannot_be_judged() -> None:
+    checks = report.evaluate_goals([rate("url", "pub", 16, 1e6)], "url", None)
+    assert [c.met for c in checks] == [None]
+
+
+def test_table_shows_both_targets_ratio_and_verdicts() -> None:
+    results = [rate("nats-server", "pub", 16, 6e6), rate("nats-edge", "pub", 16, 1.2e6, ok=False)]
+    checks = report.evaluate_goals(results, "nats-edge", "nats-server")
+    lines = report.render_table(results, ["nats-server", "nats-edge"], checks)
+    assert "ratio" in lines[0]
+    assert "6 M msg/s" in lines[1] and "1.2 M msg/s" in lines[1]
+    assert "0.200" in lines[1] and "MISSED" in lines[1] and "ok/FAIL" in lines[1]
+
+
+def test_median_result_never_hides_a_failure() -> None:
+    runs = [rate("e", "pub", 16, v) for v in (3.0, 1.0, 2.0)]
+    assert cli._median_result(runs).value == 2.0
+    failed = rate("e", "pub", 16, 9.0, ok=False)
+    assert cli._median_result([*runs, failed]) is failed
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--sizes", "4"],
+        ["--sizes", "16,x"],
+        ["--scenarios", "pub,nope"],
+        ["--duration", "-1"],
+        ["--pid", "1"],
+        ["--url", "http://h:1"],
+        ["--compare", "--url", "nats://127.0.0.1:1"],
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(argv) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_help_exits_0_and_lists_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in SCENARIOS)
+
+
+def test_parse_url() -> None:
+    assert parse_url("nats://127.0.0.1:4333") == ("127.0.0.1", 4333)
+    assert parse_url("localhost:5") == ("localhost", 5)
+    with pytest.raises(ValueError):
+        parse_url("http://x:1")
