@@ -113,6 +113,8 @@ class ClientConnection(asyncio.Protocol):
         self.version = ""
         self.user: str | None = None
         self.auth_required = server.auth_required
+        # Per-user permissions (edge.security); None = may publish and subscribe to anything.
+        self.permissions: Any = None
         self.trace = settings.trace
         self.slow_path = True
         # Statistics for monitoring.
@@ -207,7 +209,11 @@ class ClientConnection(asyncio.Protocol):
 
     def _update_slow_path(self) -> None:
         self.slow_path = (
-            self.verbose or self.pedantic or self.trace or (self.auth_required and not self.connected)
+            self.verbose
+            or self.pedantic
+            or self.trace
+            or self.permissions is not None
+            or (self.auth_required and not self.connected)
         )
 
     # -- output ---------------------------------------------------------------------------------
@@ -406,6 +412,10 @@ class ClientConnection(asyncio.Protocol):
         if self.pedantic and not is_valid_literal_subject(subject):
             # Pedantic clients get told, but the message is still processed (nats-server does so).
             self.send_err(E.ERR_INVALID_PUBLISH_SUBJECT)
+        if self.permissions is not None and not self.permissions.can_publish(subject, reply):
+            # Not routed, the connection stays open (client.go pubPermissionViolation).
+            self.send_err(E.permissions_publish(subject.decode(errors="replace")))
+            return False
         if self.verbose:
             self._send(_OK)
         return True
@@ -435,6 +445,13 @@ class ClientConnection(asyncio.Protocol):
             # A duplicate sid is ignored; the first subscription stays (docs 1.4).
             if self.verbose:
                 self._send(_OK)
+            return
+        if self.permissions is not None and not self.permissions.can_subscribe(subject, queue):
+            self.send_err(
+                E.permissions_subscribe(
+                    subject.decode(errors="replace"), queue.decode(errors="replace") if queue else None
+                )
+            )
             return
         if not is_valid_subject(subject) or (queue is not None and not is_valid_queue(queue)):
             self.send_err(E.ERR_INVALID_SUBJECT)

@@ -66,8 +66,20 @@ class Router:
         self._dirty.append(conn)
         self._schedule_flush()
 
-    def route(self, src: Any, subject: bytes, reply: bytes | None, hdr_len: int, data: bytes) -> int:
-        """Deliver one message; return the number of receivers reached (local + hooks)."""
+    def route(
+        self,
+        src: Any,
+        subject: bytes,
+        reply: bytes | None,
+        hdr_len: int,
+        data: bytes,
+        queues: list[bytes] | None = None,
+    ) -> int:
+        """Deliver one message; return the number of receivers reached (local + hooks).
+
+        ``queues`` restricts queue-group delivery to the named groups (a message from a leaf link
+        names the groups it is meant for; an empty list reaches no queue group: docs 3.5).
+        """
         self.in_msgs += 1
         self.in_bytes += len(data)
         m = self._cache.get(subject)
@@ -75,6 +87,8 @@ class Router:
             m = self.sublist.match(subject)
         delivered = 0
         if m is not EMPTY_MATCH:
+            if queues is not None and m.queues:
+                m = Match(m.plain, [g for g in m.queues if g.name in queues])
             delivered = self._deliver(src, subject, reply, hdr_len, data, m)
         if self.hooks:
             for hook in self.hooks:

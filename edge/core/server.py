@@ -23,6 +23,7 @@ from typing import Any, Final
 from edge import __version__
 from edge.config.settings import Settings
 from edge.core.client import ClientConnection, constant_time_equal
+from edge.core.internal import InternalClient
 from edge.core.router import Router
 from edge.core.sublist import SubscriptionIndex
 from edge.core.subscription import Subscription
@@ -132,10 +133,17 @@ class Server:
 
     # -- connections ----------------------------------------------------------------------------
 
+    def next_client_id(self) -> int:
+        self._next_cid += 1
+        return self._next_cid
+
+    def internal_client(self, name: str, *, echo: bool = False) -> InternalClient:
+        """A socketless client for an adapter or service (see edge.core.internal)."""
+        return InternalClient(self, name, echo=echo)
+
     def register(self, conn: ClientConnection) -> bool:
         """Assign a client id; returns False if max_connections is reached."""
-        self._next_cid += 1
-        conn.cid = self._next_cid
+        conn.cid = self.next_client_id()
         if len(self.clients) >= self.settings.max_connections:
             self.rejected_connections += 1
             return False

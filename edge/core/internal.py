@@ -1,0 +1,107 @@
+"""Internal clients: how adapters and broker services publish and subscribe without a socket.
+
+An :class:`InternalClient` is a connection of kind ``internal``: its publishes go through the same
+router as a TCP client's (so subscribers, the outbox and the leaf uplink all see them), and messages
+for its subscriptions are handed to a callback, synchronously, on the event loop. Callbacks must not
+block; one that needs to do I/O schedules it (and owns the task).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from edge.core.router import KIND_INTERNAL
+from edge.core.subscription import Subscription
+from edge.protocol.subjects import is_valid_subject
+
+if TYPE_CHECKING:
+    from edge.core.server import Server
+
+log = logging.getLogger("edge.internal")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message delivered to an internal subscription. ``headers`` is the raw header block or b""."""
+
+    subject: bytes
+    reply: bytes | None
+    headers: bytes
+    payload: bytes
+
+
+MessageCallback = Callable[[Message], None]
+
+
+class InternalClient:
+    """A socketless client of the broker, e.g. one per adapter or service."""
+
+    kind = KIND_INTERNAL
+
+    def __init__(self, server: Server, name: str, *, echo: bool = False) -> None:
+        self.server = server
+        self.name = name
+        self.echo = echo
+        self.headers = True
+        self.closed = False
+        self.cid = server.next_client_id()
+        self._callbacks: dict[bytes, MessageCallback] = {}
+        self.subs: dict[bytes, Subscription] = {}
+        self._next_sid = 0
+        self.in_msgs = 0
+        self.out_msgs = 0
+
+    def publish(
+        self, subject: bytes, payload: bytes, *, reply: bytes | None = None, headers: bytes = b""
+    ) -> int:
+        """Route a message; returns how many receivers it reached. ``headers`` is a raw NATS header block."""
+        if self.closed:
+            return 0
+        self.in_msgs += 1
+        if headers:
+            return self.server.router.route(self, subject, reply, len(headers), headers + payload)
+        return self.server.router.route(self, subject, reply, 0, payload)
+
+    def subscribe(self, subject: bytes, callback: MessageCallback, *, queue: bytes | None = None) -> Subscription:
+        """Subscribe; raises ValueError for an invalid subject."""
+        if not is_valid_subject(subject):
+            raise ValueError(f"invalid subject {subject!r}")
+        self._next_sid += 1
+        sid = b"%d" % self._next_sid
+        sub = Subscription(self, subject, queue, sid)
+        self.subs[sid] = sub
+        self._callbacks[sid] = callback
+        self.server.add_subscription(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if self.subs.pop(sub.sid, None) is not None:
+            self._callbacks.pop(sub.sid, None)
+            self.server.remove_subscriptions([sub])
+
+    def remove_subscription(self, sub: Subscription) -> None:
+        self.unsubscribe(sub)
+
+    def deliver(self, sub: Subscription, subject: bytes, reply: bytes | None, hdr_len: int, data: bytes) -> None:
+        callback = self._callbacks.get(sub.sid)
+        if callback is None:
+            return
+        self.out_msgs += 1
+        msg = Message(subject, reply, data[:hdr_len], data[hdr_len:])
+        try:
+            callback(msg)
+        except Exception:
+            # A faulty service or adapter must not break the publisher's connection.
+            log.exception("internal client %s: subscription callback for %s failed", self.name, subject)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        subs = list(self.subs.values())
+        self.subs.clear()
+        self._callbacks.clear()
+        self.server.remove_subscriptions(subs)
