@@ -83,6 +83,7 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, server: Server) -> None:
         self.server = server
         self.router = server.router
+        self.route = server.router.route
         self.loop = server.loop
         settings = server.settings
         self.max_pending = settings.max_pending
@@ -388,7 +389,7 @@ class ClientConnection(asyncio.Protocol):
         self.in_bytes += len(payload)
         if self.slow_path and not self._pub_checks(b"PUB", subject, reply, payload):
             return
-        if self.router.route(self, subject, reply, 0, payload) == 0 and reply and self.no_responders:
+        if not self.route(self, subject, reply, 0, payload) and reply and self.no_responders:
             self._send_no_responders(subject, reply)
 
     def on_hpub(self, subject: bytes, reply: bytes | None, header_len: int, data: bytes) -> None:

@@ -85,8 +85,9 @@ class Router:
         m = self._cache.get(subject)
         if m is None:
             m = self.sublist.match(subject)
-        delivered = 0
-        if m is not EMPTY_MATCH:
+        if m is EMPTY_MATCH:
+            delivered = 0
+        else:
             if queues is not None and m.queues:
                 m = Match(m.plain, [g for g in m.queues if g.name in queues])
             delivered = self._deliver(src, subject, reply, hdr_len, data, m)
@@ -102,7 +103,8 @@ class Router:
         dirty = self._dirty
         was_clean = not dirty
         size = len(data)
-        # MSG <subject> <sid> [reply] <size>\r\n<payload>\r\n, split into a shared head and tail.
+        # MSG <subject> <sid> [reply] <size>\r\n<payload>\r\n, split into a head shared by every
+        # message on this subject, the sid, and a tail shared by every subscriber of this message.
         if hdr_len:
             head = b"HMSG " + subject + b" "
             if reply:
@@ -111,7 +113,9 @@ class Router:
                 tail = b" %d %d\r\n%b\r\n" % (hdr_len, size, data)
             plain_tail: bytes | None = None  # for subscribers without header support, made on demand
         else:
-            head = b"MSG " + subject + b" "
+            head = m.head
+            if head is None:
+                head = m.head = b"MSG " + subject + b" "
             if reply:
                 tail = b" %b %d\r\n%b\r\n" % (reply, size, data)
             else:
@@ -129,11 +133,17 @@ class Router:
             c = sub.conn
             if c is src and not c.echo:
                 continue
-            if c.kind != KIND_CLIENT:
+            if c.kind:  # not a client connection: a leaf link or an internal client
                 c.deliver(sub, subject, reply, hdr_len, data)
                 delivered += 1
                 sub.delivered += 1
                 continue
+            out = c.out
+            if not out:
+                if c.closed:
+                    continue
+                dirty.append(c)
+            sid = sub.sid
             if hdr_len and not c.headers:
                 if plain_tail is None:
                     payload = data[hdr_len:]
@@ -141,20 +151,12 @@ class Router:
                         plain_tail = b" %b %d\r\n%b\r\n" % (reply, len(payload), payload)
                     else:
                         plain_tail = b" %d\r\n%b\r\n" % (len(payload), payload)
-                h, t = b"MSG " + subject + b" ", plain_tail
-                n = len(h) + len(t) + len(sub.sid)
+                h = b"MSG " + subject + b" "
+                out += (h, sid, plain_tail)
+                c.out_size += len(h) + len(sid) + len(plain_tail)
             else:
-                h, t = head, tail
-                n = frame_len + len(sub.sid)
-            out = c.out
-            if not out:
-                if c.closed:
-                    continue
-                dirty.append(c)
-            out.append(h)
-            out.append(sub.sid)
-            out.append(t)
-            c.out_size += n
+                out += (head, sid, tail)
+                c.out_size += frame_len + len(sid)
             c.out_msgs += 1
             c.out_bytes += size
             delivered += 1

@@ -45,13 +45,18 @@ class QueueGroup:
 
 
 class Match:
-    """The subscriptions a subject matches: ``plain`` and one :class:`QueueGroup` per queue name."""
+    """The subscriptions a subject matches: ``plain`` and one :class:`QueueGroup` per queue name.
 
-    __slots__ = ("plain", "queues")
+    ``head`` is scratch space for the router: the ``MSG <subject> `` prefix, built once per cached
+    subject rather than once per message.
+    """
+
+    __slots__ = ("head", "plain", "queues")
 
     def __init__(self, plain: list[Any], queues: list[QueueGroup]) -> None:
         self.plain = plain
         self.queues = queues
+        self.head: bytes | None = None
 
     @property
     def empty(self) -> bool:

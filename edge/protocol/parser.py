@@ -37,6 +37,8 @@ ParserKind = Literal["client", "leaf"]
 LEAF_CONTROL_LINE_FACTOR: Final = 16
 # nats-server's parseSize reads at most 9 digits (util.go maxParseSizeLen); longer is a parse error.
 _MAX_SIZE_DIGITS: Final = 9
+# Distinct PUB control lines remembered per connection (a sensor publishes a handful of subjects).
+PUB_LINE_CACHE_MAX: Final = 64
 
 _OP_PUB: Final = 1
 _OP_HPUB: Final = 2
@@ -131,7 +133,17 @@ class Parser:
         max_payload: limit on a message's total size (headers + payload).
     """
 
-    __slots__ = ("_buf", "_need", "_ops", "_pending", "handler", "kind", "max_control_line", "max_payload")
+    __slots__ = (
+        "_buf",
+        "_need",
+        "_ops",
+        "_pending",
+        "_pub_lines",
+        "handler",
+        "kind",
+        "max_control_line",
+        "max_payload",
+    )
 
     def __init__(
         self,
@@ -150,6 +162,8 @@ class Parser:
         # While waiting for a payload: the op's parsed arguments and the bytes still needed.
         self._pending: tuple[Any, ...] | None = None
         self._need = 0
+        # Validated PUB control lines -> (subject, reply, size); bounded, cleared when full.
+        self._pub_lines: dict[bytes, tuple[bytes, bytes | None, int]] = {}
 
     @property
     def buffered(self) -> int:
@@ -175,10 +189,9 @@ class Parser:
             buf = data
             pos = 0
         n = len(buf)
-        handler = self.handler
-        mcl = self.max_control_line
-        maxp = self.max_payload
         client = self.kind == "client"
+        pub_lines = self._pub_lines
+        on_pub = self.handler.on_pub if client else None
         while pos < n:
             nl = buf.find(b"\n", pos)
             if nl < 0:
@@ -187,19 +200,13 @@ class Parser:
                 return
             end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
             # Fast path for the commonest op on a busy broker: an upper-case PUB with a space.
+            # Publishers repeat their control lines (same subject, same size), so a small
+            # per-connection cache of validated lines skips splitting and number parsing.
             if client and buf.startswith(b"PUB ", pos):
-                if end - pos - 4 > mcl:
-                    raise ProtocolError(ERR_MAX_CONTROL_LINE)
-                args = buf[pos + 4 : end].split()
-                nargs = len(args)
-                if nargs == 2:
-                    subject, reply, size = args[0], None, _size(args[1])
-                elif nargs == 3:
-                    subject, reply, size = args[0], args[1], _size(args[2])
-                else:
-                    raise ProtocolError(None, "PUB needs subject [reply] size")
-                if size > maxp:
-                    raise ProtocolError(ERR_MAX_PAYLOAD)
+                parsed = pub_lines.get(buf[pos:nl])
+                if parsed is None:
+                    parsed = self._parse_pub_line(buf, pos, end, nl)
+                subject, reply, size = parsed
                 start = nl + 1
                 stop = start + size
                 if stop + 2 > n:
@@ -209,12 +216,31 @@ class Parser:
                     return
                 if buf[stop] != 13 or buf[stop + 1] != 10:
                     raise ProtocolError(ERR_UNKNOWN_OP, "payload not followed by CRLF")
-                handler.on_pub(subject, reply, buf[start:stop])
+                on_pub(subject, reply, buf[start:stop])
                 pos = stop + 2
                 continue
             pos = self._dispatch_line(buf, pos, end, nl, n)
             if pos < 0:
                 return
+
+    def _parse_pub_line(self, buf: bytes, pos: int, end: int, nl: int) -> tuple[bytes, bytes | None, int]:
+        """Validate a ``PUB`` control line and remember it in the line cache."""
+        if end - pos - 4 > self.max_control_line:
+            raise ProtocolError(ERR_MAX_CONTROL_LINE)
+        args = buf[pos + 4 : end].split()
+        nargs = len(args)
+        if nargs == 2:
+            parsed = (args[0], None, _size(args[1]))
+        elif nargs == 3:
+            parsed = (args[0], args[1], _size(args[2]))
+        else:
+            raise ProtocolError(None, "PUB needs subject [reply] size")
+        if parsed[2] > self.max_payload:
+            raise ProtocolError(ERR_MAX_PAYLOAD)
+        if len(self._pub_lines) >= PUB_LINE_CACHE_MAX:
+            self._pub_lines.clear()
+        self._pub_lines[buf[pos:nl]] = parsed
+        return parsed
 
     # -- general path ---------------------------------------------------------------------------
 
