@@ -8,13 +8,25 @@ error (one line on stderr, never a traceback), 2 a usage error (as argparse and 
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
 
-from edge import __version__
-from edge.errors import ConfigError, EdgeError
+# argparse imports shutil, which pulls in bz2 and lzma (~0.3 MB resident) for archive formats the
+# broker never uses; shutil copes with their absence, so hide them while argparse loads.
+_hidden = {name: sys.modules.get(name) for name in ("bz2", "lzma")}
+sys.modules.update(dict.fromkeys(_hidden))
+try:
+    import argparse
+finally:
+    for _name, _module in _hidden.items():
+        if _module is None:
+            del sys.modules[_name]
+        else:
+            sys.modules[_name] = _module
+from collections.abc import Callable, Sequence  # noqa: E402
+from typing import Any  # noqa: E402
+
+from edge import __version__  # noqa: E402
+from edge.errors import ConfigError, EdgeError  # noqa: E402
 
 PROG = "nats-edge"
 
@@ -22,7 +34,7 @@ PROG = "nats-edge"
 def _add_server_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("server options (as nats-server spells them)")
     g.add_argument("-a", "--addr", "--net", dest="host", metavar="HOST", help="bind to HOST (default 127.0.0.1)")
-    g.add_argument("-p", "--port", dest="port", type=int, metavar="PORT", help="client port (default 4222; -1 = random)")
+    g.add_argument("-p", "--port", dest="port", type=int, metavar="PORT", help="client port (4222; -1 = random)")
     g.add_argument("-n", "--name", "--server_name", dest="server_name", metavar="NAME", help="server (gateway) name")
     g.add_argument("-m", "--http_port", dest="http_port", type=int, metavar="PORT", help="monitoring port")
     g.add_argument("--ports_file_dir", dest="ports_file_dir", metavar="DIR", help="write <prog>_<pid>.ports here")
