@@ -162,8 +162,10 @@ class ClientConnection(asyncio.Protocol):
         self._last_in = self.loop.time()
         if self.closed:
             return
+        parser = self.parser
+        msgs, nbytes = self.in_msgs, self.in_bytes
         try:
-            self.parser.feed(data)
+            parser.feed(data)
         except ProtocolError as exc:
             if not self.closed:
                 if self.trace and exc.detail:
@@ -173,6 +175,15 @@ class ClientConnection(asyncio.Protocol):
             # A bug of ours must cost one connection, never the broker.
             log.exception("%s - internal error while processing input; closing the connection", self.tag)
             self.close_with_error(None, CloseReason.INTERNAL)
+        finally:
+            # Messages routed by the parser's fast path are counted per read, not per message.
+            if parser.fast_msgs:
+                self.in_msgs += parser.fast_msgs
+                self.in_bytes += parser.fast_bytes
+                parser.fast_msgs = parser.fast_bytes = 0
+            router = self.router
+            router.in_msgs += self.in_msgs - msgs
+            router.in_bytes += self.in_bytes - nbytes
 
     def eof_received(self) -> bool | None:
         return False
@@ -215,6 +226,8 @@ class ClientConnection(asyncio.Protocol):
             or self.permissions is not None
             or (self.auth_required and not self.connected)
         )
+        # Nothing to check per message: let the parser route plain PUBs directly.
+        self.parser.fast_route = None if self.slow_path else self.route
 
     # -- output ---------------------------------------------------------------------------------
 
@@ -402,6 +415,11 @@ class ClientConnection(asyncio.Protocol):
         if self.router.route(self, subject, reply, header_len, data) == 0 and reply and self.no_responders:
             self._send_no_responders(subject, reply)
 
+    def on_no_receivers(self, subject: bytes, reply: bytes) -> None:
+        """A request routed by the parser's fast path reached nobody."""
+        if self.no_responders:
+            self._send_no_responders(subject, reply)
+
     def _pub_checks(self, op: bytes, subject: bytes, reply: bytes | None, data: bytes) -> bool:
         """Checks for the slow path; returns False if the message must not be routed."""
         self._check_authorized()
@@ -457,6 +475,8 @@ class ClientConnection(asyncio.Protocol):
             self.send_err(E.ERR_INVALID_SUBJECT)
             return
         sub = Subscription(self, subject, queue, sid)
+        if self.permissions is not None:
+            self.permissions.wrap(sub)  # edge.security: deny filter / allow_responses on delivery
         self.subs[sid] = sub
         self.server.add_subscription(sub)
         if self.verbose:

@@ -61,9 +61,12 @@ class InternalClient:
         if self.closed:
             return 0
         self.in_msgs += 1
+        router = self.server.router
+        router.in_msgs += 1
+        router.in_bytes += len(headers) + len(payload)
         if headers:
-            return self.server.router.route(self, subject, reply, len(headers), headers + payload)
-        return self.server.router.route(self, subject, reply, 0, payload)
+            return router.route(self, subject, reply, len(headers), headers + payload)
+        return router.route(self, subject, reply, 0, payload)
 
     def subscribe(self, subject: bytes, callback: MessageCallback, *, queue: bytes | None = None) -> Subscription:
         """Subscribe; raises ValueError for an invalid subject."""

@@ -79,9 +79,9 @@ class Router:
 
         ``queues`` restricts queue-group delivery to the named groups (a message from a leaf link
         names the groups it is meant for; an empty list reaches no queue group: docs 3.5).
+        The caller counts the message into :attr:`in_msgs`/:attr:`in_bytes` (clients do it once
+        per read rather than once per message).
         """
-        self.in_msgs += 1
-        self.in_bytes += len(data)
         m = self._cache.get(subject)
         if m is None:
             m = self.sublist.match(subject)

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from edge import __version__
 from edge.config.settings import Settings
-from edge.core.client import ClientConnection, constant_time_equal
+from edge.core.client import ClientConnection
 from edge.core.internal import InternalClient
 from edge.core.router import Router
 from edge.core.sublist import SubscriptionIndex
@@ -92,6 +92,13 @@ class Server:
         auth = settings.authorization
         self.auth_required = auth.required
         self._info_base: dict[str, Any] = {}
+        self.tls_handshake_failures = 0
+        # edge.security (bcrypt, nkeys, permissions) is imported only when authentication is configured.
+        self.authenticator: Any = None
+        if self.auth_required:
+            from edge.security.auth import build_authenticator
+
+            self.authenticator = build_authenticator(settings)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -100,16 +107,26 @@ class Server:
         port = self.settings.port
         if port < 0:
             port = 0  # nats-server's RANDOM_PORT (-1)
+        def factory() -> asyncio.Protocol:
+            return ClientConnection(self)
+
+        tls_kw: dict[str, Any] = {}
+        tls = self.settings.sections.get("tls")
+        if tls is not None:  # edge.security.tls: plain INFO then start_tls, or TLS first
+            from edge.security.tls import listener_options
+
+            factory, tls_kw = listener_options(self, tls)  # type: ignore[assignment]
         sock = _bind_literal(self.settings.host, port)
         if sock is not None:
-            self._listener = await self.loop.create_server(lambda: ClientConnection(self), sock=sock, backlog=1024)
+            self._listener = await self.loop.create_server(factory, sock=sock, backlog=1024, **tls_kw)
         else:
             self._listener = await self.loop.create_server(
-                lambda: ClientConnection(self),
+                factory,
                 host=self.settings.host,
                 port=port,
                 reuse_address=True,
                 backlog=1024,
+                **tls_kw,
             )
         sock = self._listener.sockets[0]
         self.port = sock.getsockname()[1]
@@ -129,6 +146,10 @@ class Server:
         }
         if self.auth_required:
             self._info_base["auth_required"] = True
+        if tls is not None:
+            from edge.security.tls import info_fields
+
+            self._info_base.update(info_fields(tls))
         log.info("Listening for client connections on %s:%d", self.settings.host, self.port)
 
     def stop_accepting(self) -> None:
@@ -186,30 +207,18 @@ class Server:
         info = dict(self._info_base)
         info["client_id"] = conn.cid
         info["client_ip"] = conn.host
+        if self.authenticator is not None and self.authenticator.needs_nonce:
+            info["nonce"] = self.authenticator.nonce_for(conn)
         if connect_info:
             info["connect_info"] = True
             info["remote_account"] = "$G"
         return b"INFO " + json.dumps(info, separators=(",", ":")).encode() + b" \r\n"
 
     def authenticate(self, conn: ClientConnection, options: dict[str, Any]) -> bool:
-        """Check CONNECT credentials against the configured user/password or token."""
-        auth = self.settings.authorization
-        if not self.auth_required:
+        """Check CONNECT credentials (edge.security.auth); sets conn.user and conn.permissions."""
+        if self.authenticator is None:
             return True
-        ok = False
-        if auth.token is not None:
-            token = options.get("auth_token")
-            ok = isinstance(token, str) and constant_time_equal(token, auth.token)
-        elif auth.user is not None:
-            user, password = options.get("user"), options.get("pass")
-            ok = (
-                isinstance(user, str)
-                and isinstance(password, str)
-                and constant_time_equal(user, auth.user)
-                and constant_time_equal(password, auth.password or "")
-            )
-            if ok:
-                conn.user = user
+        ok: bool = self.authenticator.authenticate(conn, options)
         if not ok:
             self.auth_failures += 1
         return ok
@@ -231,11 +240,11 @@ class Server:
         """The subscription of ``conn`` that matches ``subject`` (for the no-responders reply)."""
         m = self.sublist.match(subject)
         for sub in m.plain:
-            if sub.conn is conn:
+            if getattr(sub.conn, "owner", sub.conn) is conn:  # owner: edge.security's delivery filter
                 return sub
         for group in m.queues:
             for sub in group.members:
-                if sub.conn is conn:
+                if getattr(sub.conn, "owner", sub.conn) is conn:
                     return sub
         return None
 

@@ -139,6 +139,9 @@ class Parser:
         "_ops",
         "_pending",
         "_pub_lines",
+        "fast_bytes",
+        "fast_msgs",
+        "fast_route",
         "handler",
         "kind",
         "max_control_line",
@@ -162,6 +165,13 @@ class Parser:
         # While waiting for a payload: the op's parsed arguments and the bytes still needed.
         self._pending: tuple[Any, ...] | None = None
         self._need = 0
+        # A direct publish target for plain PUBs, set by a connection with nothing to check per
+        # message: called as fast_route(handler, subject, reply, 0, payload) -> receivers reached;
+        # a request that reached nobody goes to handler.on_no_receivers(subject, reply). Those
+        # messages are counted here, in fast_msgs/fast_bytes, rather than by the handler.
+        self.fast_route: Any = None
+        self.fast_msgs = 0
+        self.fast_bytes = 0
         # Validated PUB control lines -> (subject, reply, size); bounded, cleared when full.
         self._pub_lines: dict[bytes, tuple[bytes, bytes | None, int]] = {}
 
@@ -191,37 +201,51 @@ class Parser:
         n = len(buf)
         client = self.kind == "client"
         pub_lines = self._pub_lines
-        on_pub = self.handler.on_pub if client else None
-        while pos < n:
-            nl = buf.find(b"\n", pos)
-            if nl < 0:
-                self._check_partial_line(buf, pos)
-                self._buf += buf[pos:] if pos else buf
-                return
-            end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
-            # Fast path for the commonest op on a busy broker: an upper-case PUB with a space.
-            # Publishers repeat their control lines (same subject, same size), so a small
-            # per-connection cache of validated lines skips splitting and number parsing.
-            if client and buf.startswith(b"PUB ", pos):
-                parsed = pub_lines.get(buf[pos:nl])
-                if parsed is None:
-                    parsed = self._parse_pub_line(buf, pos, end, nl)
-                subject, reply, size = parsed
-                start = nl + 1
-                stop = start + size
-                if stop + 2 > n:
-                    self._pending = (_OP_PUB, subject, reply, size)
-                    self._need = size + 2
-                    self._buf += buf[start:]
+        handler = self.handler
+        on_pub = handler.on_pub if client else None
+        route = self.fast_route
+        nmsgs = nbytes = 0
+        try:
+            while pos < n:
+                nl = buf.find(b"\n", pos)
+                if nl < 0:
+                    self._check_partial_line(buf, pos)
+                    self._buf += buf[pos:] if pos else buf
                     return
-                if buf[stop] != 13 or buf[stop + 1] != 10:
-                    raise ProtocolError(ERR_UNKNOWN_OP, "payload not followed by CRLF")
-                on_pub(subject, reply, buf[start:stop])
-                pos = stop + 2
-                continue
-            pos = self._dispatch_line(buf, pos, end, nl, n)
-            if pos < 0:
-                return
+                end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
+                # Fast path for the commonest op on a busy broker: an upper-case PUB with a space.
+                # Publishers repeat their control lines (same subject, same size), so a small
+                # per-connection cache of validated lines skips splitting and number parsing.
+                if client and buf.startswith(b"PUB ", pos):
+                    parsed = pub_lines.get(buf[pos:nl])
+                    if parsed is None:
+                        parsed = self._parse_pub_line(buf, pos, end, nl)
+                    subject, reply, size = parsed
+                    start = nl + 1
+                    stop = start + size
+                    if stop + 2 > n:
+                        self._pending = (_OP_PUB, subject, reply, size)
+                        self._need = size + 2
+                        self._buf += buf[start:]
+                        return
+                    if buf[stop] != 13 or buf[stop + 1] != 10:
+                        raise ProtocolError(ERR_UNKNOWN_OP, "payload not followed by CRLF")
+                    pos = stop + 2
+                    if route is None:
+                        on_pub(subject, reply, buf[start:stop])
+                    else:
+                        nmsgs += 1
+                        nbytes += size
+                        if not route(handler, subject, reply, 0, buf[start:stop]) and reply:
+                            handler.on_no_receivers(subject, reply)
+                    continue
+                pos = self._dispatch_line(buf, pos, end, nl, n)
+                if pos < 0:
+                    return
+        finally:
+            if nmsgs:
+                self.fast_msgs += nmsgs
+                self.fast_bytes += nbytes
 
     def _parse_pub_line(self, buf: bytes, pos: int, end: int, nl: int) -> tuple[bytes, bytes | None, int]:
         """Validate a ``PUB`` control line and remember it in the line cache."""
