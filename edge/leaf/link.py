@@ -1,0 +1,297 @@
+"""One TCP (or TLS) connection to a hub's leafnode port: the thin I/O shell of the leaf protocol.
+
+The :class:`LeafLink` protocol parses what the hub sends (``Parser(kind="leaf")``), keeps the hub's
+interest (:class:`HubInterest`), routes hub messages into the local broker and frames local messages
+as ``LMSG``/``HMSG``. All output after the handshake goes through one ordered buffer flushed once per
+loop turn by the server's flush cycle, so an ``LS+`` queued before a message is on the wire first.
+The handshake itself (docs/nats-protocol.md section 3.1) is driven by :class:`edge.leaf.uplink.Uplink`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import socket
+import time
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from edge.core.router import KIND_LEAF
+from edge.leaf.interest import HubInterest
+from edge.protocol.errors import ERR_STALE, ERR_UNKNOWN_OP, ProtocolError, err_line
+from edge.protocol.parser import Parser
+
+if TYPE_CHECKING:
+    from edge.leaf.uplink import Uplink
+
+log = logging.getLogger("edge.leaf")
+
+LinkState = Literal["info", "connect", "up", "closed"]
+
+# nats-server: first PING of a soliciting leaf ~1 s after the link is up, + rand(0..20 %) (docs 3.9).
+FIRST_PING: Final = 1.0
+PING_JITTER: Final = 0.2
+
+
+class LeafHandshakeError(Exception):
+    """The hub refused or broke the handshake; ``text`` is its -ERR text or our reason."""
+
+
+class LeafLink(asyncio.Protocol):
+    """The connection to the hub. Create with ``loop.create_connection(lambda: LeafLink(uplink), ...)``."""
+
+    kind: Final = KIND_LEAF
+    echo: Final = False  # never send a message back over the link it came in on (docs 3.5)
+    headers: Final = True
+
+    def __init__(self, uplink: Uplink) -> None:
+        self.uplink = uplink
+        server = uplink.server
+        self.server = server
+        self.router = server.router
+        settings = server.settings
+        self.parser = Parser(self, kind="leaf", max_control_line=settings.max_control_line,
+                             max_payload=max(settings.max_payload, 1024 * 1024))
+        self.transport: asyncio.Transport | None = None
+        self.state: LinkState = "info"
+        self.hub = HubInterest()
+        self.info: dict[str, Any] = {}
+        self.hub_headers = True
+        self.hub_max_payload = 1024 * 1024
+        self.info_fut: asyncio.Future[dict[str, Any]] = server.loop.create_future()
+        self.ready_fut: asyncio.Future[None] = server.loop.create_future()
+        self.closed_fut: asyncio.Future[str] = server.loop.create_future()
+        self.close_reason = ""
+        self.out: list[bytes] = []
+        self.out_size = 0
+        self.paused = False
+        self.pings_out = 0
+        self.rtt = 0.0
+        self._ping_sent = 0.0
+        self._ping_handle: asyncio.TimerHandle | None = None
+        self.closed = False
+        self.up_since = 0.0
+
+    # -- asyncio.Protocol -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            self.parser.feed(data)
+        except ProtocolError as exc:
+            # A malformed op from the hub: answer like nats-server does and drop the link (docs 3.13).
+            self.close(f"protocol error from hub: {exc}", err=ERR_UNKNOWN_OP)
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cleanup(self.close_reason or (f"connection lost: {exc}" if exc else "connection closed by hub"))
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.out:
+            self.flush()
+
+    # -- output ---------------------------------------------------------------------------------
+
+    def write_now(self, data: bytes) -> None:
+        """Write directly (handshake; the buffer is empty then)."""
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def queue(self, data: bytes) -> None:
+        """Append to the ordered buffer; flushed at the end of this loop turn."""
+        if self.closed:
+            return
+        if not self.out:
+            self.router.mark_dirty(self)
+        self.out.append(data)
+        self.out_size += len(data)
+
+    def flush(self) -> None:
+        if self.closed or self.paused or not self.out or self.transport is None:
+            return
+        data = b"".join(self.out)
+        self.out.clear()
+        self.out_size = 0
+        self.transport.write(data)
+
+    def send_msg(self, subject: bytes, reply: bytes | None, hdr_len: int, data: bytes, queues: list[bytes]) -> bool:
+        """Queue one LMSG/HMSG (docs 3.5); False when dropped because the hub is too slow."""
+        if self.out_size >= self.uplink.remote.outbound_limit:
+            return False
+        if hdr_len and not self.hub_headers:
+            data = data[hdr_len:]
+            hdr_len = 0
+        size = len(data)
+        if queues:
+            mid = (b" + " + reply + b" " if reply else b" | ") + b" ".join(queues) + b" "
+        elif reply:
+            mid = b" " + reply + b" "
+        else:
+            mid = b" "
+        if hdr_len:
+            line = b"HMSG " + subject + mid + b"%d %d\r\n" % (hdr_len, size)
+        else:
+            line = b"LMSG " + subject + mid + b"%d\r\n" % size
+        if not self.out:
+            self.router.mark_dirty(self)
+        self.out.append(line)
+        self.out.append(data)
+        self.out.append(b"\r\n")
+        self.out_size += len(line) + size + 2
+        return True
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def go_up(self) -> None:
+        """Handshake done: put the full interest set (with our $LDS) on the wire, start keepalive."""
+        self.state = "up"
+        self.up_since = time.monotonic()
+        self.uplink.link_up(self)
+        self.flush()
+        if not self.ready_fut.done():
+            self.ready_fut.set_result(None)
+        first = min(FIRST_PING, self.uplink.remote.ping_interval) * (1 + random.random() * PING_JITTER)
+        self._ping_handle = self.server.loop.call_later(first, self._ping_tick)
+
+    def _ping_tick(self) -> None:
+        if self.closed:
+            return
+        if self.pings_out >= self.uplink.remote.ping_max:
+            self.close("stale connection (no PONG from hub)", err=ERR_STALE)
+            return
+        self.pings_out += 1
+        self._ping_sent = time.monotonic()
+        self.queue(b"PING\r\n")
+        self._ping_handle = self.server.loop.call_later(self.uplink.remote.ping_interval, self._ping_tick)
+
+    def close(self, reason: str, err: str | None = None) -> None:
+        """Close the link (sending ``-ERR 'err'`` first when given); idempotent."""
+        if self.closed:
+            return
+        if not self.close_reason:
+            self.close_reason = reason
+        if self.transport is not None:
+            self.flush()
+            if err:
+                self.transport.write(err_line(err))
+            self.transport.close()
+        self._cleanup(reason)
+
+    def abort(self, reason: str) -> None:
+        if not self.close_reason:
+            self.close_reason = reason
+        if self.transport is not None:
+            self.transport.abort()
+        self._cleanup(reason)
+
+    def _cleanup(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.state = "closed"
+        if self._ping_handle is not None:
+            self._ping_handle.cancel()
+        self.out.clear()
+        self.out_size = 0
+        exc = LeafHandshakeError(reason)
+        for fut in (self.info_fut, self.ready_fut):
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()  # retrieved: whoever awaits sees it, nobody else warns
+        if not self.closed_fut.done():
+            self.closed_fut.set_result(reason)
+        self.uplink.link_closed(self, reason)
+
+    # -- handler (what the hub sends) -----------------------------------------------------------
+
+    def on_info(self, info: dict[str, Any]) -> None:
+        urls = info.get("leafnode_urls")
+        if isinstance(urls, list):
+            self.uplink.reconnect.discovered(urls)
+        if self.state == "info":
+            self.info = info
+            self.hub_headers = bool(info.get("headers", False))
+            mp = info.get("max_payload")
+            if isinstance(mp, int) and mp > 0:
+                self.hub_max_payload = mp
+            self.state = "connect"
+            if not self.info_fut.done():
+                self.info_fut.set_result(info)
+            return
+        if info.get("connect_info"):
+            self.uplink.apply_permissions(info)
+            if self.state == "connect":
+                self.go_up()
+
+    def on_connect(self, options: dict[str, Any]) -> None:
+        self.close("the hub sent CONNECT", err=ERR_UNKNOWN_OP)
+
+    def on_ls_plus(self, subject: bytes, queue: bytes | None, weight: int) -> None:
+        if subject == self.uplink.lds:
+            text = 'Loop detected for leafnode account="$G". Delaying attempt to reconnect for 30s'
+            self.uplink.reconnect.special(self.uplink.remote.error_delay)
+            self.close("loop detected (the hub advertised our own $LDS subject)", err=text)
+            return
+        self.hub.add(subject, queue, weight)
+
+    def on_ls_minus(self, subject: bytes, queue: bytes | None) -> None:
+        self.hub.remove(subject, queue)
+
+    def on_lmsg(self, subject: bytes, reply: bytes | None, queues: list[bytes], payload: bytes) -> None:
+        stats = self.uplink.stats
+        stats.in_msgs += 1
+        stats.in_bytes += len(payload)
+        router = self.router
+        router.in_msgs += 1  # the router leaves counting to its callers
+        router.in_bytes += len(payload)
+        router.route(self, subject, reply, 0, payload, queues)
+
+    def on_lhmsg(self, subject: bytes, reply: bytes | None, queues: list[bytes], header_len: int, data: bytes) -> None:
+        stats = self.uplink.stats
+        stats.in_msgs += 1
+        stats.in_bytes += len(data)
+        router = self.router
+        router.in_msgs += 1
+        router.in_bytes += len(data)
+        router.route(self, subject, reply, header_len, data, queues)
+
+    def on_ping(self) -> None:
+        if self.state == "up":
+            self.queue(b"PONG\r\n")
+        else:
+            self.write_now(b"PONG\r\n")
+
+    def on_pong(self) -> None:
+        if self.pings_out and self._ping_sent:
+            self.rtt = time.monotonic() - self._ping_sent
+        self.pings_out = 0
+
+    def on_ok(self) -> None:
+        pass
+
+    def on_err(self, text: str) -> None:
+        log.warning("Leafnode hub %s sent error: %s", self.uplink.current_url, text)
+        self.uplink.stats.last_error = text
+        delay = self.uplink.hub_error_delay(text)
+        if delay is not None:
+            self.uplink.reconnect.special(delay)
+        self.close(f"hub error: {text}")
+
+    # -- for the handshake ----------------------------------------------------------------------
+
+    def connect_line(self, options: dict[str, Any]) -> bytes:
+        return b"CONNECT " + json.dumps(options, separators=(",", ":")).encode() + b"\r\n"
