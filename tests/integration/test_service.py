@@ -1,0 +1,78 @@
+"""The systemd unit as shipped and as `nats-edge service install --root` writes it, checked by systemd-analyze."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+UNIT = REPO / "systemd" / "nats-edge.service"
+
+pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "edge", *args], capture_output=True, text=True, timeout=60,
+                          env=full, check=False)
+
+
+def verify(path: Path) -> None:
+    proc = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 0 and "nats-edge" not in proc.stderr, proc.stderr
+
+
+def test_shipped_unit_verifies_and_has_the_essentials() -> None:
+    verify(UNIT)
+    text = UNIT.read_text()
+    for line in ("Type=notify", "NotifyAccess=main", "WatchdogSec=", "Restart=on-failure", "StateDirectory=",
+                 "ConfigurationDirectory=", "ExecReload=/bin/kill -HUP $MAINPID", "ProtectSystem=strict",
+                 "ProtectHome=yes", "PrivateTmp=yes", "NoNewPrivileges=yes", "SystemCallFilter=@system-service"):
+        assert line in text, line
+
+
+def test_install_into_root_writes_a_verifiable_unit_and_is_idempotent(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.write_bytes(b"Raspberry Pi 4 Model B Rev 1.4\x00")
+    root = tmp_path / "root"
+    env = {"NATS_EDGE_DEVICE_MODEL_PATH": str(model)}
+    dry = cli("service", "install", "--root", str(root), "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert "would write" in dry.stdout and not root.exists()
+    first = cli("service", "install", "--root", str(root), env=env)
+    assert first.returncode == 0, first.stderr
+    assert "using 'rpi-4b'" in first.stdout
+    unit = root / "etc/systemd/system/nats-edge.service"
+    verify(unit)
+    text = unit.read_text()
+    assert f"ExecStart={sys.executable} -m edge run" in text and "NATS_EDGE_PROFILE=rpi-4b" in text
+    assert (root / "etc/systemd/system/multi-user.target.wants/nats-edge.service").is_symlink()
+    assert "nats-edge:" in (root / "etc/passwd").read_text()
+    config = root / "etc/nats-edge/nats-edge.toml"
+    check = cli("check-config", "-c", str(config), "--profile", "rpi-4b")
+    assert check.returncode == 0, check.stderr
+    # Idempotent: a second run changes nothing that is already right and keeps an edited config.
+    config.write_text(config.read_text() + "\n# edited by the operator\n")
+    second = cli("service", "install", "--root", str(root), env=env)
+    assert second.returncode == 0, second.stderr
+    assert "= write" in second.stdout and "edited by the operator" in config.read_text()
+    verify(unit)
+    # Uninstall removes the unit and its enablement, keeps config and state.
+    rm = cli("service", "uninstall", "--root", str(root))
+    assert rm.returncode == 0, rm.stderr
+    assert not unit.exists() and config.exists() and (root / "var/lib/nats-edge").is_dir()
+    assert not (root / "etc/systemd/system/multi-user.target.wants/nats-edge.service").exists()
+    again = cli("service", "uninstall", "--root", str(root))
+    assert again.returncode == 0, again.stderr
+
+
+def test_install_with_unknown_profile_fails_cleanly(tmp_path: Path) -> None:
+    proc = cli("service", "install", "--root", str(tmp_path / "r"), "--profile", "toaster")
+    assert proc.returncode == 1 and "unknown hardware profile 'toaster'" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "r").exists()
