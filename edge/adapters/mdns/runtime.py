@@ -1,0 +1,92 @@
+"""Wiring of the mDNS adapter into a running broker (called by edge.runtime.broker when ``[mdns]`` is on).
+
+Publishes through an internal client named ``mdns``, reports devices to the broker's device registry
+(:func:`edge.runtime.registry.ensure_registry`), answers counters on ``edge.<gateway>.mdns.stats`` and
+offers a monitoring device provider (``snapshot()``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from edge import __version__
+from edge.runtime.registry import ensure_registry
+
+from .matchers import sanitize_token
+
+if TYPE_CHECKING:
+    from edge.config.mdns import MdnsSettings
+    from edge.core.internal import InternalClient, Message
+    from edge.runtime.broker import Broker
+
+    from .service import MdnsService
+
+__all__ = ["MdnsRuntime"]
+
+log = logging.getLogger(__name__)
+
+
+class MdnsRuntime:
+    """Owns the MdnsService and its internal client for one broker."""
+
+    def __init__(self, broker: Broker, settings: MdnsSettings, http_port: int = 0) -> None:
+        self.broker = broker
+        self.settings = settings
+        self.http_port = http_port
+        self.service: MdnsService | None = None
+        self._client: InternalClient | None = None
+
+    async def start(self) -> None:
+        from .service import AdvertiseInfo, MdnsService  # imports zeroconf
+
+        server = self.broker.server
+        assert server is not None
+        registry = ensure_registry(self.broker)
+        self._client = client = server.internal_client("mdns")
+        me = AdvertiseInfo(
+            gateway=server.server_name,
+            server_id=server.server_id,
+            version=__version__,
+            host=server.settings.host,
+            port=server.port,
+            http_port=self.http_port,
+            tls=bool(getattr(server, "tls_required", False) or server.settings.sections.get("tls") is not None),
+            auth=bool(getattr(server, "auth_required", False)),
+        )
+        self.service = MdnsService(self.settings, me, lambda s, p: client.publish(s, p), registry)
+        gw = sanitize_token(server.server_name)
+        client.subscribe(f"edge.{gw}.mdns.stats".encode(), self._on_stats)
+        try:
+            await self.service.start()
+        except OSError as exc:  # no multicast on this host: the broker runs on without mDNS
+            log.error("mdns: cannot start (%s); discovery and advertising are off", exc)
+            await self.service.stop()
+            self.service = None
+
+    async def stop(self) -> None:
+        if self.service is not None:
+            await self.service.stop()
+        if self._client is not None:
+            self._client.close()
+
+    def _on_stats(self, msg: Message) -> None:
+        if msg.reply and self._client is not None and self.service is not None:
+            self._client.publish(msg.reply, json.dumps(self.service.stats_snapshot()).encode())
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Monitoring device provider (edge.monitoring.providers.DeviceProvider)."""
+        svc = self.service
+        if svc is None:
+            return []
+        gw = svc.gw
+        out: list[dict[str, Any]] = []
+        for dev in svc.table.devices.values():
+            ps = svc._poll_state.get(dev.device)
+            online = True if dev.poller is None else bool(ps and ps.online)
+            p = dev.primary()
+            out.append({"adapter": "mdns", "id": dev.device, "name": p.instance, "online": online,
+                        "last_seen": dev.last_seen, "subject": f"dev.{gw}.mdns.{dev.device}",
+                        "kind": dev.kind, "addresses": list(p.addresses), "port": p.port})
+        return out

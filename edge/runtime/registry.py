@@ -1,0 +1,206 @@
+"""The device registry: every adapter reports the devices it knows; requests on a subject list them.
+
+Adapters call :meth:`DeviceRegistry.report` (a device was seen, with its state and descriptive info)
+and :meth:`DeviceRegistry.remove` (it is gone). Adapters under the framework (edge.adapters.base) need not
+report: the registry also lists every monitoring device provider (``broker.device_providers``, whose
+``snapshot()`` returns ``{"adapter", "id", "online", "last_seen", ...}`` dicts); a directly reported
+record wins over a provider's entry for the same ``(adapter, device)``. The registry is a plain,
+bounded, synchronous object with no broker imports; :meth:`DeviceRegistry.attach` makes it answer requests on
+``edge.<gateway>.devices`` through an internal client.
+
+Request: any payload; an optional JSON object filters: ``{"adapter": "mdns", "state": "online"}``.
+Reply: ``{"gateway": .., "devices": [{"adapter", "device", "state", "first_seen", "last_seen", "info"}],
+"count": n, "evicted": n}`` with times as ISO-8601 UTC strings; devices sorted by adapter then id.
+When full, the least recently seen device is evicted (counted).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from edge.core.internal import InternalClient, Message
+    from edge.core.server import Server
+
+__all__ = ["DEFAULT_MAX_DEVICES", "DeviceRecord", "DeviceRegistry", "iso_ts", "registry_subject"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_DEVICES: Final = 4096
+
+
+def iso_ts(epoch: float) -> str:
+    """``2026-11-26T12:00:00.000Z`` (the DESIGN's timestamp format)."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(epoch * 1000) % 1000:03d}Z"
+
+
+def registry_subject(gateway: str) -> bytes:
+    return f"edge.{gateway}.devices".encode()
+
+
+@dataclass(slots=True)
+class DeviceRecord:
+    adapter: str
+    device: str
+    state: str
+    first_seen: float
+    last_seen: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "adapter": self.adapter,
+            "device": self.device,
+            "state": self.state,
+            "first_seen": iso_ts(self.first_seen),
+            "last_seen": iso_ts(self.last_seen),
+            "info": self.info,
+        }
+
+
+class DeviceRegistry:
+    """Known devices from every adapter, keyed by ``(adapter, device)``; bounded (LRU by last report)."""
+
+    def __init__(
+        self, gateway: str, *, max_devices: int = DEFAULT_MAX_DEVICES,
+        providers: Callable[[], Iterable[Any]] | None = None,
+    ) -> None:
+        self.gateway = gateway
+        self.providers = providers
+        self.provider_errors = 0
+        self.max_devices = max_devices
+        self._devices: OrderedDict[tuple[str, str], DeviceRecord] = OrderedDict()
+        self.evicted = 0
+        self.requests = 0
+        self._client: InternalClient | None = None
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    def report(
+        self, adapter: str, device: str, state: str, info: dict[str, Any] | None = None, *, now: float | None = None
+    ) -> DeviceRecord:
+        """Record that ``device`` of ``adapter`` is in ``state``; ``info`` (if given) replaces the old info."""
+        ts = time.time() if now is None else now
+        key = (adapter, device)
+        rec = self._devices.get(key)
+        if rec is None:
+            rec = DeviceRecord(adapter, device, state, ts, ts, dict(info or {}))
+            self._devices[key] = rec
+            while len(self._devices) > self.max_devices:
+                self._devices.popitem(last=False)
+                self.evicted += 1
+        else:
+            rec.state = state
+            rec.last_seen = ts
+            if info is not None:
+                rec.info = dict(info)
+            self._devices.move_to_end(key)
+        return rec
+
+    def set_state(self, adapter: str, device: str, state: str) -> None:
+        """Change a known device's state without touching last_seen (e.g. offline after silence)."""
+        rec = self._devices.get((adapter, device))
+        if rec is not None:
+            rec.state = state
+
+    def remove(self, adapter: str, device: str) -> bool:
+        return self._devices.pop((adapter, device), None) is not None
+
+    def get(self, adapter: str, device: str) -> DeviceRecord | None:
+        return self._devices.get((adapter, device))
+
+    def devices(self, *, adapter: str | None = None, state: str | None = None) -> list[DeviceRecord]:
+        recs = [
+            r for r in self._devices.values()
+            if (adapter is None or r.adapter == adapter) and (state is None or r.state == state)
+        ]
+        recs.sort(key=lambda r: (r.adapter, r.device))
+        return recs
+
+    def snapshot(self, query: bytes = b"") -> dict[str, Any]:
+        """The reply document for a request payload (see the module docstring)."""
+        adapter = state = None
+        if query.strip():
+            try:
+                q = json.loads(query)
+            except (ValueError, UnicodeDecodeError):
+                q = None
+            if isinstance(q, dict):
+                adapter = q.get("adapter") if isinstance(q.get("adapter"), str) else None
+                state = q.get("state") if isinstance(q.get("state"), str) else None
+        docs = [r.as_json() for r in self.devices(adapter=adapter, state=state)]
+        seen = set(self._devices)  # every directly reported device, filtered in or not
+        for d in self._provided():
+            if (d["adapter"], d["device"]) in seen:
+                continue
+            if (adapter is None or d["adapter"] == adapter) and (state is None or d["state"] == state):
+                docs.append(d)
+        docs.sort(key=lambda d: (d["adapter"], d["device"]))
+        return {"gateway": self.gateway, "devices": docs, "count": len(docs), "evicted": self.evicted}
+
+    def _provided(self) -> list[dict[str, Any]]:
+        """Devices from the monitoring providers, in the reply's shape; a failing provider is counted."""
+        out: list[dict[str, Any]] = []
+        for provider in list(self.providers() if self.providers is not None else ()):
+            try:
+                items = provider.snapshot()
+                for item in items[: self.max_devices]:
+                    info = {k: v for k, v in item.items() if k not in ("adapter", "id", "online", "last_seen")}
+                    last = item.get("last_seen")
+                    out.append({
+                        "adapter": str(item.get("adapter", "")),
+                        "device": str(item.get("id", "")),
+                        "state": "online" if item.get("online") else "offline",
+                        "first_seen": None,
+                        "last_seen": iso_ts(last) if isinstance(last, int | float) else None,
+                        "info": info,
+                    })
+            except Exception:
+                self.provider_errors += 1
+                log.exception("device registry: a device provider failed")
+        return out
+
+    # -- broker side ----------------------------------------------------------------------------
+
+    def attach(self, server: Server) -> None:
+        """Answer requests on ``edge.<gateway>.devices``; idempotent."""
+        if self._client is not None:
+            return
+        self._client = server.internal_client("device-registry")
+        self._client.subscribe(registry_subject(self.gateway), self._on_request)
+
+    def detach(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _on_request(self, msg: Message) -> None:
+        self.requests += 1
+        if not msg.reply or self._client is None:
+            return
+        body = json.dumps(self.snapshot(msg.payload), separators=(",", ":"), default=str).encode()
+        self._client.publish(msg.reply, body)
+
+
+def ensure_registry(broker: Any) -> DeviceRegistry:
+    """The broker's registry, created and attached to its server on first use (any adapter may call it).
+
+    ``broker`` is an :class:`edge.runtime.broker.Broker` whose ``server`` is started; the registry
+    answers on ``edge.<gateway>.devices`` where ``<gateway>`` is the sanitised server name.
+    """
+    reg: DeviceRegistry | None = getattr(broker, "registry", None)
+    if reg is None:
+        from edge.adapters.mdns.matchers import sanitize_token
+
+        reg = DeviceRegistry(sanitize_token(broker.server.server_name), providers=lambda: broker.device_providers)
+        broker.registry = reg
+    reg.attach(broker.server)
+    return reg
