@@ -39,10 +39,19 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("-m", "--http_port", dest="http_port", type=int, metavar="PORT", help="monitoring port")
     g.add_argument("--ports_file_dir", dest="ports_file_dir", metavar="DIR", help="write <prog>_<pid>.ports here")
     g.add_argument("--max_payload", dest="max_payload", metavar="SIZE", help="maximum message payload (e.g. 1MB)")
+    g.add_argument("--leaf", dest="leaf", metavar="URL",
+                   help="join a hub as a leaf node (nats-leaf://[user:pass@]host:port)")
     g = p.add_argument_group("authentication")
     g.add_argument("--user", dest="user", metavar="USER", help="user required for connections")
     g.add_argument("--pass", dest="password", metavar="PASSWORD", help="password required for connections")
     g.add_argument("--auth", dest="token", metavar="TOKEN", help="authorization token required for connections")
+    g = p.add_argument_group("TLS (as nats-server spells them)")
+    g.add_argument("--tls", dest="tls", action="store_true", default=None, help="enable TLS, do not verify clients")
+    g.add_argument("--tlscert", dest="tlscert", metavar="FILE", help="server certificate file")
+    g.add_argument("--tlskey", dest="tlskey", metavar="FILE", help="private key for the server certificate")
+    g.add_argument("--tlsverify", dest="tlsverify", action="store_true", default=None,
+                   help="enable TLS, verify client certificates")
+    g.add_argument("--tlscacert", dest="tlscacert", metavar="FILE", help="client certificate CA for verification")
     g = p.add_argument_group("logging")
     g.add_argument("-l", "--log", dest="log_file", metavar="FILE", help="write the log to FILE")
     g.add_argument("-D", "--debug", dest="debug", action="store_true", default=None, help="debug output")
@@ -78,6 +87,16 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         auth["token"] = args.token
     if auth:
         out["authorization"] = auth
+    tls = {k: getattr(args, a) for a, k in (("tlscert", "cert_file"), ("tlskey", "key_file"), ("tlscacert", "ca_file"))
+           if getattr(args, a, None) is not None}
+    if getattr(args, "tlsverify", None):
+        tls["verify"] = True
+    if tls or getattr(args, "tls", None):
+        out["tls"] = tls
+    if getattr(args, "leaf", None):
+        out["leafnodes"] = {"remotes": [{"urls": [args.leaf]}]}
+    if getattr(args, "demo", False):  # simulated sensors (edge.adapters.demo); keeps the file's other adapters
+        out["adapters"] = {"demo": [{"name": "demo"}]}
     return out
 
 
@@ -85,8 +104,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from edge.config import load_settings
     from edge.runtime.main import run_broker
 
-    settings = load_settings(args.config, profile=args.profile, overrides=_overrides(args))
-    return run_broker(settings)
+    overrides = _overrides(args)
+    settings = load_settings(args.config, profile=args.profile, overrides=overrides)
+    # SIGHUP re-reads the same sources with the same flags on top (edge.runtime.reload).
+    return run_broker(settings, reload=lambda: load_settings(args.config, profile=args.profile, overrides=overrides))
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -107,6 +128,7 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpar
     run = sub.add_parser("run", help="run the broker (the default command)")
     _add_config_flags(run)
     _add_server_flags(run)
+    run.add_argument("--demo", action="store_true", help="publish simulated sensor readings on dev.<gateway>.demo.>")
     handlers["run"] = _cmd_run
 
     check = sub.add_parser("check-config", help="validate the configuration without starting")
@@ -114,13 +136,21 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpar
     handlers["check-config"] = _cmd_check_config
 
     sub.add_parser("bench", help="benchmark nats-edge (and nats-server side by side with --compare)", add_help=False)
+
+    from edge.runtime.service_cli import add_service_parser
+
+    handlers["service"] = add_service_parser(sub)
+
+    from edge.runtime.simulate import add_simulate_parser
+
+    handlers["simulate-device"] = add_simulate_parser(sub)
     return parser, handlers
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, handlers = _build_parser()
-    commands = {"run", "check-config", "bench", "-h", "--help", "-v", "--version"}
+    commands = {"run", "check-config", "bench", "service", "simulate-device", "-h", "--help", "-v", "--version"}
     if not argv or argv[0] not in commands:
         argv = ["run", *argv]
     if argv[0] == "bench":

@@ -34,10 +34,13 @@ class AuthorizationSettings:
     password: str | None = None
     token: str | None = None
     timeout: float = AUTH_TIMEOUT
+    # Multiple users (edge.config.security.UserSettings) and the user of clients without credentials.
+    users: list[Any] = field(default_factory=list)
+    no_auth_user: str | None = None
 
     @property
     def required(self) -> bool:
-        return self.user is not None or self.token is not None
+        return self.user is not None or self.token is not None or bool(self.users)
 
 
 @dataclass(slots=True)

@@ -144,7 +144,8 @@ class Server:
             "headers": True,
             "max_payload": self.settings.max_payload,
         }
-        if self.auth_required:
+        if self.auth_required and self.settings.authorization.no_auth_user is None:
+            # nats-server omits auth_required when no_auth_user lets clients in without credentials.
             self._info_base["auth_required"] = True
         if tls is not None:
             from edge.security.tls import info_fields

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
+from typing import Any
 
 from edge.config.settings import Settings
 from edge.core.server import Server
@@ -21,14 +24,63 @@ class Broker:
         self.settings = settings
         self.server: Server | None = None
         self.ports_file: str | None = None
+        # Monitoring providers (edge.monitoring.providers): the leaf uplink appends one object per
+        # remote, each adapter one device provider; the outbox sets ``outbox`` (has ``stats()``).
+        self.leaf_links: list[Any] = []
+        self.leaf: Any = None  # edge.leaf.uplink.LeafManager when [leafnodes] has remotes
+        self.device_providers: list[Any] = []
+        self.outbox: Any = None
+        self.monitor: Any = None  # edge.monitoring.http.MonitoringServer when -m/http_port is set
+        self.registry: Any = None  # edge.runtime.registry.DeviceRegistry, made by ensure_registry() on first use
+        self.mdns: Any = None  # edge.adapters.mdns.runtime.MdnsRuntime when [mdns] is enabled
+        self.adapters: Any = None  # edge.adapters.manager.AdapterManager when [adapters] has instances
+        self.config_load_time = time.time()
+        self.lame_duck = False
+        # Called with the new Settings after a SIGHUP reload was applied to the server (edge.runtime.reload).
+        self.reload_hooks: list[Callable[[Settings], None]] = []
 
     async def start(self) -> None:
         self.server = Server(self.settings, asyncio.get_running_loop())
         await self.server.start()
+        http_port = 0
+        if self.settings.http_port:
+            from edge.monitoring.http import MonitoringServer
+
+            self.monitor = MonitoringServer(self, asyncio.get_running_loop())
+            http_port = await self.monitor.start(self.settings.http_host, self.settings.http_port)
         if self.settings.ports_file_dir:
-            self.ports_file = self.server.write_ports_file(self.settings.ports_file_dir)
+            self.ports_file = self.server.write_ports_file(self.settings.ports_file_dir, http_port)
+        leaf_settings = self.settings.sections.get("leafnodes")
+        if leaf_settings is not None and leaf_settings.enabled:
+            from edge.leaf.uplink import LeafManager
+
+            self.leaf = LeafManager(self.server, leaf_settings)
+            self.leaf.start()
+            self.leaf_links.extend(self.leaf.uplinks)
+        mdns_settings = self.settings.sections.get("mdns")
+        if mdns_settings is not None and mdns_settings.enabled:
+            from edge.adapters.mdns.runtime import MdnsRuntime
+
+            self.mdns = MdnsRuntime(self, mdns_settings, http_port)
+            await self.mdns.start()
+            self.device_providers.append(self.mdns)
+        adapter_settings = self.settings.sections.get("adapters")
+        if adapter_settings is not None and adapter_settings.enabled:
+            from edge.adapters.manager import AdapterManager  # edge.adapters.base: the adapter contract
+
+            self.adapters = AdapterManager(self.server, adapter_settings)
+            self.adapters.start()
+            self.device_providers.append(self.adapters)
 
     async def stop(self, timeout: float) -> None:
+        if self.adapters is not None:
+            await self.adapters.stop(timeout=2.0)
+        if self.mdns is not None:
+            await self.mdns.stop()
+        if self.leaf is not None:
+            await self.leaf.stop()
+        if self.monitor is not None:
+            await self.monitor.stop(timeout=1.0)
         if self.server is not None:
             await self.server.shutdown(timeout)
         if self.ports_file:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from typing import Final
 
 from edge import __version__
@@ -30,8 +31,8 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def run_broker(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT; return the process exit code."""
+def run_broker(settings: Settings, reload: Callable[[], Settings] | None = None) -> int:
+    """Run until SIGTERM/SIGINT; return the process exit code. ``reload`` re-reads the config on SIGHUP."""
     try:
         configure_logging(
             debug=settings.debug, trace=settings.trace, log_file=settings.log_file, logtime=settings.logtime
@@ -42,7 +43,7 @@ def run_broker(settings: Settings) -> int:
     loop = _new_loop()
     asyncio.set_event_loop(loop)
     try:
-        return loop.run_until_complete(_serve(settings))
+        return loop.run_until_complete(_serve(settings, reload))
     finally:
         try:
             loop.run_until_complete(loop.shutdown_asyncgens())
@@ -51,8 +52,9 @@ def run_broker(settings: Settings) -> int:
             loop.close()
 
 
-async def _serve(settings: Settings) -> int:
+async def _serve(settings: Settings, reload: Callable[[], Settings] | None = None) -> int:
     from edge.runtime.broker import Broker
+    from edge.runtime.reload import Lifecycle
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -66,9 +68,16 @@ async def _serve(settings: Settings) -> int:
         log.error("Error listening on port: %s:%d, %s", settings.host, settings.port, exc.strerror or exc)
         await broker.stop(timeout=1.0)
         return 1
+    # sd_notify READY=1/WATCHDOG/STATUS, SIGHUP reload, SIGUSR2 lame duck (edge.runtime.reload).
+    life = Lifecycle(broker, stop, reload)
+    life.install_signals()
     log.info("Server is ready")
+    life.ready()
     await stop.wait()
     log.info("Initiating shutdown...")
+    life.stopping()
+    life.remove_signals()
     await broker.stop(timeout=SHUTDOWN_TIMEOUT)
+    life.close()
     log.info("Server Exiting..")
     return 0

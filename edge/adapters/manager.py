@@ -1,0 +1,79 @@
+"""Starts the configured adapters under a :class:`~edge.adapters.base.Supervisor` and exposes their devices.
+
+The broker calls ``AdapterManager(server, settings).start()`` after the server listens and ``stop()``
+before it shuts down. ``snapshot()`` makes the manager one ``DeviceProvider`` for /devicez covering
+every adapter (each restart creates a new adapter object, so providers are not registered per object).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from edge.adapters.base import Adapter, AdapterContext, Runnable, SubjectTemplates, Supervisor
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from edge.config.adapters import AdapterInstanceSettings, AdaptersSettings
+    from edge.core.server import Server
+
+__all__ = ["AdapterManager"]
+
+log = logging.getLogger("edge.adapters")
+
+
+class AdapterManager:
+    def __init__(self, server: Server, settings: AdaptersSettings | None) -> None:
+        self.server = server
+        self.settings = settings
+        self.supervisor: Supervisor | None = None
+
+    def start(self) -> None:
+        s = self.settings
+        self.supervisor = Supervisor(
+            backoff_min=s.restart_backoff_min if s else 0.5, backoff_max=s.restart_backoff_max if s else 30.0
+        )
+        if s is None:
+            return
+        for inst in s.instances:
+            if inst.enabled:
+                self._add_instance(inst)
+
+    def _add_instance(self, inst: AdapterInstanceSettings) -> None:
+        from edge.adapters.registry import resolve
+
+        cls = resolve(inst.kind)
+        ctx = AdapterContext(self.server, inst.kind, inst.name, SubjectTemplates(**inst.templates))
+
+        def factory() -> Runnable:
+            return cls(inst.options, ctx)
+
+        assert self.supervisor is not None
+        self.supervisor.add(inst.name, factory, on_stop=ctx.close)
+        log.info("adapter %s (%s) started", inst.name, inst.kind)
+
+    def add(self, name: str, factory: Callable[[], Runnable], on_stop: Callable[[], None] | None = None) -> None:
+        """Supervise a part configured elsewhere (e.g. mDNS discovery); see Supervisor.add."""
+        assert self.supervisor is not None, "start() first"
+        self.supervisor.add(name, factory, on_stop)
+
+    def adapter(self, name: str) -> Any:
+        return self.supervisor.current(name) if self.supervisor else None
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        if self.supervisor is None:
+            return rows
+        for name, slot in self.supervisor.slots.items():
+            cur = slot.current
+            if isinstance(cur, Adapter) or hasattr(cur, "snapshot"):
+                try:
+                    rows.extend(cur.snapshot())  # type: ignore[union-attr]
+                except Exception:
+                    log.exception("adapter %s: snapshot failed", name)
+        return rows
+
+    async def stop(self, timeout: float = 2.0) -> None:
+        if self.supervisor is not None:
+            await self.supervisor.stop(timeout)

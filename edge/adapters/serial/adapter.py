@@ -1,0 +1,448 @@
+"""The serial adapter: one instance per port; pyserial opens and configures it, the event loop does the I/O.
+
+Lifecycle of a port: open in a worker thread (``serial.Serial`` blocks on some drivers) -> non-blocking fd
+read with ``loop.add_reader`` (as pyserial-asyncio's SerialTransport) -> lost on a read error, EOF, or
+(with ``silence_timeout``) silence plus the path now naming another device node -> ``offline`` event,
+fd closed, reopened with backoff (``reopen_min`` doubling to ``reopen_max``) until the path is back.
+
+Codecs (``firmware_bridge.codecs``):
+- ``nats``/``frames``: the port becomes a :class:`~edge.core.client.ClientConnection` of the broker (same
+  parser, limits and permissions as TCP). ``frames`` decodes COBS/CRC frames before the parser and
+  wraps outbound bytes as frames carrying whole ops (:class:`OpSplitter`). When the broker closes the
+  connection (protocol error, stale, slow consumer) a fresh connection is attached to the still-open
+  port; the device's subscriptions are gone then and it must resubscribe (it gets ``-ERR`` first).
+- ``jsonl``/``nmea``/``lines``: decoded readings go into a bounded queue (``max_pending_readings``,
+  overflow counted in ``readings_dropped``), published ``publish_batch`` per loop turn; reading from the
+  port pauses at 3/4 full and resumes at 1/4, so a flooding device is held back by the tty buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import deque
+from typing import TYPE_CHECKING, Any, Final
+
+from edge.adapters.base import Adapter
+from edge.adapters.serial.config import SerialConfig, parse_serial
+
+if TYPE_CHECKING:
+    from edge.config.loader import KeyReporter
+    from edge.core.client import ClientConnection
+    from firmware_bridge.readings import Reading
+
+__all__ = ["OpSplitter", "SerialAdapter"]
+
+RECONNECT_DELAY: Final = 0.2  # before attaching a new client connection after the broker closed one
+MAX_SPLIT_BUFFER: Final = 1 << 20
+
+
+class PortLost(Exception):
+    """The port went away (read error, EOF, path re-pointed)."""
+
+
+class OpSplitter:
+    """Cuts the broker's outbound protocol stream into whole ops and packs them into frame payloads."""
+
+    def __init__(self, frame_size: int) -> None:
+        self.frame_size = frame_size
+        self._buf = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buf + data
+        ops: list[bytes] = []
+        pos = 0
+        while pos < len(buf):
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                break
+            end = eol + 2
+            head = buf[pos:eol]
+            if head[:4] in (b"MSG ", b"HMSG"):
+                try:
+                    end += int(head.rsplit(b" ", 1)[1]) + 2
+                except ValueError:
+                    pass
+                if end > len(buf):
+                    break
+            ops.append(buf[pos:end])
+            pos = end
+        self._buf = buf[pos:]
+        if len(self._buf) > MAX_SPLIT_BUFFER:  # never happens with our own server's output
+            self._buf = b""
+        frames: list[bytes] = []
+        cur = b""
+        for op in ops:
+            if cur and len(cur) + len(op) > self.frame_size:
+                frames.append(cur)
+                cur = b""
+            cur += op
+        if cur:
+            frames.append(cur)
+        return frames
+
+
+class _SerialTransport:
+    """The transport a ClientConnection writes to: non-blocking writes to the port fd."""
+
+    def __init__(self, session: _PortSession, frames: bool) -> None:
+        self._session = session
+        self._splitter = OpSplitter(session.cfg.frame_size) if frames else None
+        self._closing = False
+
+    def write(self, data: bytes) -> None:
+        if self._closing:
+            return
+        if self._splitter is not None:
+            from firmware_bridge.frames import encode_frame
+
+            data = b"".join(encode_frame(p) for p in self._splitter.feed(data))
+        self._session.write(data)
+
+    def writelines(self, chunks: list[bytes]) -> None:
+        self.write(b"".join(chunks))
+
+    def get_write_buffer_size(self) -> int:
+        return len(self._session.out)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "peername":
+            return self._session.cfg.port
+        return default
+
+    def close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self._session.connection_closed()
+
+    def abort(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self._session.out.clear()
+            self._session.connection_closed()
+
+    def pause_reading(self) -> None:
+        self._session.pause()
+
+    def resume_reading(self) -> None:
+        self._session.resume()
+
+
+class _PortSession:
+    """One open port: reads, decodes, publishes, writes; ends by setting ``lost``."""
+
+    def __init__(self, adapter: SerialAdapter, ser: Any) -> None:
+        from firmware_bridge.codecs import get_codec
+
+        self.adapter = adapter
+        self.cfg: SerialConfig = adapter.config
+        self.ctx = adapter.ctx
+        self.loop = asyncio.get_running_loop()
+        self.ser = ser
+        self.fd: int = ser.fileno()
+        os.set_blocking(self.fd, False)
+        st = os.fstat(self.fd)
+        self.rdev = (st.st_rdev, st.st_ino)
+        self.codec = get_codec(self.cfg.codec, self.cfg.codec_options)
+        self.lost: asyncio.Future[str] = self.loop.create_future()
+        self.out = bytearray()
+        self.queue: deque[Reading] = deque()
+        self.reading_paused = False
+        self.writer_added = False
+        self.closed = False
+        self.last_rx = self.loop.time()
+        self.silent = False
+        self.conn: ClientConnection | None = None
+        self._drain_handle: asyncio.Handle | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._reconnect_handle: asyncio.TimerHandle | None = None
+        self.devices: set[str] = {self.cfg.device}
+
+    # -- start/stop -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.loop.add_reader(self.fd, self._on_readable)
+        if self.codec.output == "protocol":
+            self._attach_connection()
+        if self.cfg.silence_timeout > 0:
+            self._timer = self.loop.call_later(self.cfg.silence_timeout, self._check_silence)
+
+    def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for h in (self._drain_handle, self._timer, self._reconnect_handle):
+            if h is not None:
+                h.cancel()
+        self._remove_reader()
+        if self.writer_added:
+            self.loop.remove_writer(self.fd)
+            self.writer_added = False
+        conn, self.conn = self.conn, None
+        if conn is not None and not conn.closed:
+            conn.connection_lost(PortLost(reason))
+        self._flush_queue()
+        try:
+            self.ser.close()
+        except Exception as exc:  # an unplugged device may fail its close-time ioctls
+            self.ctx.log.debug("close of %s: %s", self.cfg.port, exc)
+
+    def fail(self, reason: str) -> None:
+        if not self.lost.done():
+            self.lost.set_result(reason)
+        self._remove_reader()
+
+    # -- input ----------------------------------------------------------------------------------
+
+    def _remove_reader(self) -> None:
+        if not self.reading_paused:
+            self.loop.remove_reader(self.fd)
+        self.reading_paused = True
+
+    def pause(self) -> None:
+        if not self.reading_paused and not self.closed:
+            self.loop.remove_reader(self.fd)
+            self.reading_paused = True
+            self.adapter.stats["pauses"] += 1
+
+    def resume(self) -> None:
+        if self.reading_paused and not self.closed and not self.lost.done():
+            self.loop.add_reader(self.fd, self._on_readable)
+            self.reading_paused = False
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self.fd, self.cfg.read_size)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.fail(f"read error: {os.strerror(exc.errno) if exc.errno else exc}")
+            return
+        if not data:
+            self.fail("end of file")
+            return
+        stats = self.adapter.stats
+        stats["bytes_in"] += len(data)
+        self.last_rx = self.loop.time()
+        if self.silent:
+            self.silent = False
+            self.ctx.set_online(self.cfg.device, True, port=self.cfg.port)
+        try:
+            decoded = self.codec.feed(data)
+        except Exception:  # a codec bug must cost this chunk, not the port
+            stats["codec_errors"] += 1
+            self.ctx.log.exception("codec %s failed on %d bytes from %s", self.cfg.codec, len(data), self.cfg.port)
+            return
+        if self.codec.output == "protocol":
+            conn = self.conn
+            if conn is None or conn.closed:
+                stats["bytes_dropped"] += len(data)
+                return
+            chunk = b"".join(decoded)  # type: ignore[arg-type]
+            if chunk:
+                conn.data_received(chunk)
+            return
+        q = self.queue
+        room = self.cfg.max_pending_readings - len(q)
+        if len(decoded) > room:
+            stats["readings_dropped"] += len(decoded) - max(room, 0)
+            decoded = decoded[: max(room, 0)]
+        q.extend(decoded)  # type: ignore[arg-type]
+        if len(q) >= self.cfg.max_pending_readings * 3 // 4:
+            self.pause()
+        if q and self._drain_handle is None:
+            self._drain_handle = self.loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._drain_handle = None
+        q = self.queue
+        for _ in range(min(len(q), self.cfg.publish_batch)):
+            self._publish(q.popleft())
+        if q:
+            self._drain_handle = self.loop.call_soon(self._drain)
+        if len(q) <= self.cfg.max_pending_readings // 4 and not self.lost.done():
+            self.resume()
+
+    def _flush_queue(self) -> None:
+        while self.queue:
+            self._publish(self.queue.popleft())
+
+    def _publish(self, r: Reading) -> None:
+        device = r.device or self.cfg.device
+        if device not in self.devices:
+            if len(self.devices) >= 256:
+                self.adapter.stats["devices_dropped"] += 1
+                return
+            self.devices.add(device)
+        self.ctx.reading(device, r.channel, r.value, r.unit, r.ts)
+        self.adapter.stats["readings"] += 1
+
+    def _check_silence(self) -> None:
+        self._timer = None
+        if self.closed:
+            return
+        idle = self.loop.time() - self.last_rx
+        if idle >= self.cfg.silence_timeout:
+            if not self.silent:
+                self.silent = True
+                for d in self.devices:
+                    self.ctx.set_online(d, False, reason="silence")
+            try:
+                st = os.stat(self.cfg.port)
+                same = (st.st_rdev, st.st_ino) == self.rdev
+            except OSError:
+                same = False
+            if not same:
+                self.fail("the port path vanished or now names another device")
+                return
+            wait = self.cfg.silence_timeout
+        else:
+            wait = self.cfg.silence_timeout - idle
+        self._timer = self.loop.call_later(max(0.05, wait), self._check_silence)
+
+    # -- output (protocol codecs) ---------------------------------------------------------------
+
+    def _attach_connection(self) -> None:
+        from edge.core.client import ClientConnection
+
+        self._reconnect_handle = None
+        if self.closed or self.lost.done():
+            return
+        self.conn = ClientConnection(self.ctx.server)
+        self.conn.connection_made(_SerialTransport(self, frames=self.cfg.codec == "frames"))  # type: ignore[arg-type]
+        self.adapter.stats["connections"] += 1
+
+    def connection_closed(self) -> None:
+        """The broker closed the client connection; flush what it queued and attach a new one soon."""
+        if self.closed:
+            return
+        self.conn = None
+        self.adapter.stats["reconnects"] += 1
+        self._reconnect_handle = self.loop.call_later(RECONNECT_DELAY, self._attach_connection)
+
+    def write(self, data: bytes) -> None:
+        if self.closed or self.lost.done():
+            return
+        self.adapter.stats["bytes_out"] += len(data)
+        if not self.out:
+            try:
+                n = os.write(self.fd, data)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as exc:
+                self.fail(f"write error: {os.strerror(exc.errno) if exc.errno else exc}")
+                return
+            data = data[n:]
+            if not data:
+                return
+        self.out += data
+        if not self.writer_added:
+            self.loop.add_writer(self.fd, self._on_writable)
+            self.writer_added = True
+
+    def _on_writable(self) -> None:
+        try:
+            n = os.write(self.fd, self.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.fail(f"write error: {os.strerror(exc.errno) if exc.errno else exc}")
+            n = len(self.out)
+        del self.out[:n]
+        if not self.out and self.writer_added:
+            self.loop.remove_writer(self.fd)
+            self.writer_added = False
+
+
+class SerialAdapter(Adapter):
+    """One serial port (see the module docstring and :mod:`edge.adapters.serial.config`)."""
+
+    kind = "serial"
+
+    @classmethod
+    def parse_config(cls, table: dict[str, Any], rep: KeyReporter) -> SerialConfig:
+        return parse_serial(table, rep)
+
+    def __init__(self, config: SerialConfig, ctx: Any) -> None:
+        super().__init__(config, ctx)
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("opens", "open_failures", "losses", "bytes_in", "bytes_out", "bytes_dropped", "readings",
+             "readings_dropped", "pauses", "connections", "reconnects", "codec_errors", "devices_dropped"),
+            0,
+        )
+        self.session: _PortSession | None = None
+        self.last_error = ""
+
+    def counters(self) -> dict[str, int]:
+        out = dict(self.stats)
+        if self.session is not None:
+            out.update({f"codec_{k}": v for k, v in self.session.codec.counters().items()})
+            out["pending_readings"] = len(self.session.queue)
+        return out
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        rows = super().snapshot()
+        counters = self.counters()
+        for row in rows:
+            row.update(port=self.config.port, codec=self.config.codec, counters=counters, last_error=self.last_error)
+        if not rows:
+            rows.append({
+                "adapter": "serial", "instance": self.ctx.name, "id": self.config.device, "name": self.config.device,
+                "online": False, "last_seen": None, "subject": "", "readings": 0, "errors": 0,
+                "port": self.config.port, "codec": self.config.codec, "counters": counters,
+                "last_error": self.last_error,
+            })
+        return rows
+
+    def _open(self) -> Any:
+        import serial  # pyserial: imported only when a serial port is enabled
+
+        cfg = self.config
+        return serial.Serial(
+            cfg.port, baudrate=cfg.baudrate, bytesize=cfg.bytesize, parity=cfg.parity, stopbits=cfg.stopbits,
+            rtscts=cfg.rtscts, xonxoff=cfg.xonxoff, timeout=0, write_timeout=0,
+        )
+
+    async def run(self) -> None:
+        cfg = self.config
+        ctx = self.ctx
+        delay = cfg.reopen_min
+        logged_failure = False
+        while True:
+            try:
+                ser = await asyncio.to_thread(self._open)
+            except (OSError, ValueError, ImportError) as exc:
+                if isinstance(exc, ImportError):
+                    raise
+                self.stats["open_failures"] += 1
+                self.last_error = str(exc)
+                if not logged_failure:
+                    ctx.log.warning("serial %s: cannot open: %s (retrying with backoff)", cfg.port, exc)
+                    logged_failure = True
+                await asyncio.sleep(delay)
+                delay = min(cfg.reopen_max, delay * 2)
+                continue
+            delay = cfg.reopen_min
+            logged_failure = False
+            self.stats["opens"] += 1
+            session = self.session = _PortSession(self, ser)
+            reason = "cancelled"
+            try:
+                ctx.log.info(
+                    "serial %s: open (%s, %d baud) as device %s", cfg.port, cfg.codec, cfg.baudrate, cfg.device
+                )
+                session.start()
+                ctx.set_online(cfg.device, True, port=cfg.port)
+                reason = await session.lost
+                self.stats["losses"] += 1
+                self.last_error = reason
+                ctx.log.warning("serial %s: port lost (%s); reopening when it returns", cfg.port, reason)
+            finally:
+                session.close(reason)
+                for d in session.devices:
+                    ctx.set_online(d, False, reason=reason)
+            await asyncio.sleep(delay)
+

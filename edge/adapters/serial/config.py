@@ -1,0 +1,112 @@
+"""Keys of one ``[[adapters.serial]]`` table (validated at config load; pyserial is not imported here).
+
+::
+
+    [[adapters.serial]]
+    port = "/dev/serial/by-id/usb-Espressif_ESP32-if00"   # required; by-id paths survive re-enumeration
+    device = "node7"          # device token in subjects; default: the port's file name, sanitised
+    codec = "jsonl"           # nats | frames | jsonl | nmea | lines
+    codec_options = { device_field = "id" }   # passed to firmware_bridge.codecs.get_codec
+    baudrate = 115200
+    bytesize = 8              # 5..8
+    parity = "N"              # N E O M S
+    stopbits = 1              # 1, 1.5, 2
+    rtscts = false
+    xonxoff = false
+    silence_timeout = "0s"    # no bytes for this long -> devices offline (and the path is re-checked); 0 = off
+    reopen_min = "0.5s"       # backoff for reopening a vanished port, doubling ...
+    reopen_max = "10s"        # ... up to this
+    read_size = 4096          # bytes per read (one read per loop turn per port)
+    max_pending_readings = 1024   # decoded readings waiting to be published; beyond: dropped, counted
+    publish_batch = 256       # readings published per loop turn
+    frame_size = 256          # frames codec: bytes of NATS ops per frame sent to the device
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from edge.adapters.base import sanitize_token
+from edge.config import values as v
+
+if TYPE_CHECKING:
+    from edge.config.loader import KeyReporter
+
+__all__ = ["SerialConfig", "parse_serial"]
+
+_KEYS: Final = frozenset({
+    "port", "device", "codec", "codec_options", "baudrate", "bytesize", "parity", "stopbits", "rtscts", "xonxoff",
+    "silence_timeout", "reopen_min", "reopen_max", "read_size", "max_pending_readings", "publish_batch",
+    "frame_size",
+})
+
+
+@dataclass(frozen=True, slots=True)
+class SerialConfig:
+    port: str
+    device: str
+    codec: str
+    codec_options: dict[str, Any] = field(default_factory=dict)
+    baudrate: int = 115200
+    bytesize: int = 8
+    parity: str = "N"
+    stopbits: float = 1
+    rtscts: bool = False
+    xonxoff: bool = False
+    silence_timeout: float = 0.0
+    reopen_min: float = 0.5
+    reopen_max: float = 10.0
+    read_size: int = 4096
+    max_pending_readings: int = 1024
+    publish_batch: int = 256
+    frame_size: int = 256
+
+
+def _choice(value: Any, *, choices: tuple[Any, ...]) -> Any:
+    if isinstance(value, bool) or value not in choices:
+        raise ValueError(f"expected one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+    return value
+
+
+def parse_serial(table: dict[str, Any], rep: KeyReporter) -> SerialConfig:
+    from firmware_bridge.codecs import CODEC_NAMES, get_codec
+
+    rep.reject_unknown(table, _KEYS)
+    if "port" not in table:
+        raise rep.error("port", "required: the serial device path, e.g. /dev/serial/by-id/...")
+    if "codec" not in table:
+        raise rep.error("codec", f"required: one of {', '.join(CODEC_NAMES)}")
+    port = rep.read(table, "port", v.read_str)
+    codec = rep.read(table, "codec", _choice, choices=CODEC_NAMES)
+    options = dict(rep.require_table(table["codec_options"], "codec_options")) if "codec_options" in table else {}
+    try:
+        get_codec(codec, options)
+    except ValueError as exc:
+        raise rep.child("codec_options").error(str(exc).split(":", 1)[0], str(exc)) from None
+    kw: dict[str, Any] = {"codec_options": options}
+    device = rep.read(table, "device", v.read_str) if "device" in table else os.path.basename(port)
+    kw["device"] = sanitize_token(device)
+    readers: dict[str, tuple[Any, dict[str, Any]]] = {
+        "baudrate": (v.read_int, {"minimum": 50, "maximum": 20_000_000}),
+        "bytesize": (v.read_int, {"minimum": 5, "maximum": 8}),
+        "parity": (_choice, {"choices": ("N", "E", "O", "M", "S")}),
+        "stopbits": (_choice, {"choices": (1, 1.5, 2)}),
+        "rtscts": (v.read_bool, {}),
+        "xonxoff": (v.read_bool, {}),
+        "silence_timeout": (v.read_duration, {"minimum": 0.0, "maximum": 86400.0}),
+        "reopen_min": (v.read_duration, {"minimum": 0.01, "maximum": 3600.0}),
+        "reopen_max": (v.read_duration, {"minimum": 0.01, "maximum": 3600.0}),
+        "read_size": (v.read_int, {"minimum": 16, "maximum": 1 << 20}),
+        "max_pending_readings": (v.read_int, {"minimum": 1, "maximum": 1 << 20}),
+        "publish_batch": (v.read_int, {"minimum": 1, "maximum": 1 << 16}),
+        "frame_size": (v.read_int, {"minimum": 64, "maximum": 1 << 16}),
+    }
+    for key, (reader, kwargs) in readers.items():
+        if key in table:
+            kw[key] = rep.read(table, key, reader, **kwargs)
+    cfg = SerialConfig(port=port, codec=codec, **kw)
+    if cfg.reopen_min > cfg.reopen_max:
+        raise rep.error("reopen_min", "must not exceed reopen_max")
+    return cfg
