@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import ssl
 from pathlib import Path
@@ -50,11 +51,12 @@ def start_tls_edge(tmp_path: Path, pki: dict[str, object], extra: str = "", auth
 
 
 async def roundtrip(url: str, **kw: object) -> None:
-    nc = await nats.connect(url, max_reconnect_attempts=0, connect_timeout=3, **kw)
-    sub = await nc.subscribe("t")
-    await nc.publish("t", b"secret")
-    assert (await sub.next_msg(timeout=3)).data == b"secret"
-    await nc.close()
+    async with asyncio.timeout(15):  # a refused handshake must fail the call, never hang it
+        nc = await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=3, **kw)
+        sub = await nc.subscribe("t")
+        await nc.publish("t", b"secret")
+        assert (await sub.next_msg(timeout=3)).data == b"secret"
+        await nc.close()
 
 
 async def test_tls_with_flags(tmp_path: Path, pki: dict[str, object]) -> None:
