@@ -163,6 +163,16 @@ class GattManager:
             if pending:
                 await asyncio.wait(pending, timeout=timeout)
 
+    def drop_links(self) -> int:
+        """Treat every open link as lost (e.g. the adapter vanished: bleak does not notice a connected device's
+        object going away); each device task disconnects and reconnects with backoff. Returns links dropped."""
+        dropped = 0
+        for link in {id(x): x for x in self._links.values()}.values():
+            if link.client is not None and not link.lost.is_set():
+                link.lost.set()
+                dropped += 1
+        return dropped
+
     async def __aenter__(self) -> GattManager:
         await self.start()
         return self

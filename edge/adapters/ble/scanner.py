@@ -241,6 +241,11 @@ class BleScanner:
         since = max(self._last_advert or 0.0, self._scan.started_at)
         return now - since > self.config.watchdog_timeout
 
+    @property
+    def alive(self) -> bool:
+        """True while the scan task runs (started and not ended by a bug; failed starts are retried inside)."""
+        return self._task is not None and not self._task.done()
+
     def ble_device(self, address: str) -> Any:
         """The last bleak ``BLEDevice`` seen for ``address`` (for GATT connects without a scan), or None."""
         return self._ble_devices.get(normalize_address(address))
