@@ -72,7 +72,9 @@ class Server:
         self.settings = settings
         self.loop = loop or asyncio.get_running_loop()
         self.server_id = new_server_id()
-        self.server_name = settings.server_name or self.server_id
+        # nats-server falls back to the random server id; a gateway's name goes into every device
+        # subject, so it falls back to the host name, which is stable across restarts.
+        self.server_name = settings.server_name or socket.gethostname() or self.server_id
         self.sublist = SubscriptionIndex()
         self._flush_scheduled = False
         self.router = Router(self.sublist, self._schedule_flush)
