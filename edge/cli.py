@@ -119,6 +119,23 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_outbox(args: argparse.Namespace) -> int:
+    from edge.store.forwarder import outbox_command, resolve_directory
+
+    directory = args.dir
+    if not directory:
+        from edge.config import load_settings
+
+        settings = load_settings(args.config, profile=args.profile)
+        sf = settings.sections.get("store_forward")
+        if sf is None:
+            print(f"{PROG}: no [store_forward] section; pass --dir", file=sys.stderr)
+            return 1
+        directory = resolve_directory(sf, settings.state_dir)
+    print(outbox_command(directory, as_json=args.json))
+    return 0
+
+
 def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
     parser = argparse.ArgumentParser(prog=PROG, description="A NATS-protocol broker for IoT gateways.")
     parser.add_argument("-v", "--version", action="version", version=f"{PROG} {__version__}")
@@ -137,6 +154,12 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpar
 
     sub.add_parser("bench", help="benchmark nats-edge (and nats-server side by side with --compare)", add_help=False)
 
+    outbox = sub.add_parser("outbox", help="show a store-and-forward outbox directory (also with the broker stopped)")
+    outbox.add_argument("--dir", help="the outbox directory (default: from the configuration)")
+    outbox.add_argument("--json", action="store_true", help="print JSON")
+    _add_config_flags(outbox)
+    handlers["outbox"] = _cmd_outbox
+
     from edge.runtime.service_cli import add_service_parser
 
     handlers["service"] = add_service_parser(sub)
@@ -150,7 +173,8 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpar
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, handlers = _build_parser()
-    commands = {"run", "check-config", "bench", "service", "simulate-device", "-h", "--help", "-v", "--version"}
+    commands = {"run", "check-config", "bench", "service", "simulate-device", "outbox", "-h", "--help", "-v",
+                "--version"}
     if not argv or argv[0] not in commands:
         argv = ["run", *argv]
     if argv[0] == "bench":

@@ -6,8 +6,8 @@ module under ``edge/config/`` and registers it here, so the loader itself stays 
 
 from __future__ import annotations
 
-import edge.config.adapters  # noqa: F401
-import edge.config.leafnodes  # noqa: F401
-import edge.config.mdns  # noqa: F401
-import edge.config.security  # noqa: F401
+import edge.config.adapters
+import edge.config.leafnodes
+import edge.config.mdns
+import edge.config.security
 import edge.config.store_forward  # noqa: F401

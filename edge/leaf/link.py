@@ -67,6 +67,8 @@ class LeafLink(asyncio.Protocol):
         self.out_size = 0
         self.paused = False
         self.pings_out = 0
+        self.pings_sent = 0  # every PING we queued after the handshake (keepalive and store-and-forward)
+        self.pongs_in = 0  # PONGs received; PONG n answers PING n (the hub answers in order)
         self.rtt = 0.0
         self._ping_sent = 0.0
         self._ping_handle: asyncio.TimerHandle | None = None
@@ -175,8 +177,14 @@ class LeafLink(asyncio.Protocol):
             return
         self.pings_out += 1
         self._ping_sent = time.monotonic()
-        self.queue(b"PING\r\n")
+        self.send_ping()
         self._ping_handle = self.server.loop.call_later(self.uplink.remote.ping_interval, self._ping_tick)
+
+    def send_ping(self) -> int:
+        """Queue a PING behind everything already queued; returns its ordinal (``pongs_in`` reaching it = answered)."""
+        self.pings_sent += 1
+        self.queue(b"PING\r\n")
+        return self.pings_sent
 
     def close(self, reason: str, err: str | None = None) -> None:
         """Close the link (sending ``-ERR 'err'`` first when given); idempotent."""
@@ -279,6 +287,10 @@ class LeafLink(asyncio.Protocol):
         if self.pings_out and self._ping_sent:
             self.rtt = time.monotonic() - self._ping_sent
         self.pings_out = 0
+        self.pongs_in += 1
+        hook = self.uplink.pong_hook
+        if hook is not None:
+            hook(self)
 
     def on_ok(self) -> None:
         pass

@@ -17,6 +17,7 @@ import logging
 import secrets
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -80,6 +81,10 @@ class Uplink:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.connected_event = asyncio.Event()
+        # Store-and-forward (edge.store.forwarder): subjects it covers are not sent up live (the forwarder
+        # sends them from the outbox), and it sees every PONG (pong-mode confirmation).
+        self.skip_upstream: Callable[[bytes], bool] | None = None
+        self.pong_hook: Callable[[LeafLink], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -283,6 +288,9 @@ class Uplink:
 
     def _on_publish(self, src: Any, subject: bytes, reply: bytes | None, hdr_len: int, data: bytes,
                     match: Match) -> int:
+        skip = self.skip_upstream
+        if skip is not None and skip(subject):
+            return 0
         link = self._up
         if link is None:
             if not isinstance(src, LeafLink):

@@ -48,15 +48,29 @@ class Broker:
 
             self.monitor = MonitoringServer(self, asyncio.get_running_loop())
             http_port = await self.monitor.start(self.settings.http_host, self.settings.http_port)
-        if self.settings.ports_file_dir:
-            self.ports_file = self.server.write_ports_file(self.settings.ports_file_dir, http_port)
         leaf_settings = self.settings.sections.get("leafnodes")
+        sf_settings = self.settings.sections.get("store_forward")
+        forwarder = None
         if leaf_settings is not None and leaf_settings.enabled:
             from edge.leaf.uplink import LeafManager
 
             self.leaf = LeafManager(self.server, leaf_settings)
+        if sf_settings is not None and sf_settings.enabled:
+            # The outbox opens (and recovers) before the ports file says we are ready.
+            from edge.store.forwarder import Forwarder, resolve_directory
+
+            uplink = self.leaf.uplinks[0] if self.leaf is not None and self.leaf.uplinks else None
+            forwarder = Forwarder(self.server, sf_settings, resolve_directory(sf_settings, self.settings.state_dir),
+                                  uplink)
+            await forwarder.open()
+            self.outbox = forwarder
+        if self.settings.ports_file_dir:
+            self.ports_file = self.server.write_ports_file(self.settings.ports_file_dir, http_port)
+        if self.leaf is not None:
             self.leaf.start()
             self.leaf_links.extend(self.leaf.uplinks)
+        if forwarder is not None:
+            forwarder.start()
         mdns_settings = self.settings.sections.get("mdns")
         if mdns_settings is not None and mdns_settings.enabled:
             from edge.adapters.mdns.runtime import MdnsRuntime
@@ -77,6 +91,8 @@ class Broker:
             await self.adapters.stop(timeout=2.0)
         if self.mdns is not None:
             await self.mdns.stop()
+        if self.outbox is not None:
+            await self.outbox.stop()  # stop forwarding, write out what was appended, close the store
         if self.leaf is not None:
             await self.leaf.stop()
         if self.monitor is not None:

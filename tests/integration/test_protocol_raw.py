@@ -47,7 +47,8 @@ def test_info_line_shape(any_server: ServerProcess) -> None:
 
 
 def test_verbose_defaults_to_true_without_connect(any_server: ServerProcess) -> None:
-    assert exchange(any_server, b"SUB ok.a 1\r\nPUB ok.a 2\r\nhi\r\n") == b"+OK\r\n+OK\r\nMSG ok.a 1 2\r\nhi\r\nPONG\r\n"
+    got = exchange(any_server, b"SUB ok.a 1\r\nPUB ok.a 2\r\nhi\r\n")
+    assert got == b"+OK\r\n+OK\r\nMSG ok.a 1 2\r\nhi\r\nPONG\r\n"
 
 
 def test_verbose_connect_gets_ok(any_server: ServerProcess) -> None:

@@ -106,6 +106,8 @@ def test_sizes(text: object, value: int) -> None:
     assert read_size(text) == value
 
 
-@pytest.mark.parametrize(("text", "value"), [(10, 10.0), ("2m", 120.0), ("1m30s", 90.0), ("250ms", 0.25), ("1h", 3600.0)])
+@pytest.mark.parametrize(
+    ("text", "value"), [(10, 10.0), ("2m", 120.0), ("1m30s", 90.0), ("250ms", 0.25), ("1h", 3600.0)]
+)
 def test_durations(text: object, value: float) -> None:
     assert read_duration(text) == value

@@ -1,0 +1,576 @@
+"""Store-and-forward: covered local publishes go into the outbox first, then up the leaf link from it.
+
+Data flow. A router publish hook (:meth:`Forwarder._on_publish`) appends every local message on a
+covered subject (``[store_forward] subjects``) to the :class:`~edge.store.async_outbox.AsyncOutbox`,
+whether the link is up or not; local subscribers already got it from the router. The leaf uplink
+skips covered subjects (``Uplink.skip_upstream``), so the outbox is the only way up and there is one
+order. Messages from the hub are never stored. A publish with a reply subject is answered once its
+record is durable (``{"stream": ..., "seq": N}``, like a JetStream PubAck) or, when the store is
+full under ``reject_new``, with ``{"error": {"code": 503, ...}}``.
+
+The drain task waits for the link, then reads the outbox in seq order from the last confirmed
+position and queues records on the link as ``HMSG`` with a ``Nats-Msg-Id: <gateway>-<seq>`` header,
+paced by a token bucket (``replay_rate``) in batches of ``batch``. Confirmation:
+
+* ``pong``: after each batch a PING; its PONG (PONGs answer PINGs in order) confirms the batch. At most
+  :data:`MAX_PONG_BATCHES` batches are unconfirmed. On link loss the unconfirmed ones are sent again
+  after reconnect, so the hub may see duplicates (same ``Nats-Msg-Id``).
+* ``jetstream``: each record is a request with reply ``_SF.<id>.<seq>`` (subscribed by an internal
+  client, so the uplink advertises it to the hub) to the subject a hub stream captures; the stream's
+  PubAck (also ``"duplicate": true``) acknowledges it, and the outbox is confirmed up to the first
+  record not yet acknowledged. Records not acknowledged within :data:`ACK_WAIT` are sent again; the
+  stream's duplicate window drops the copies.
+
+The pacing and confirmation state are the pure classes :class:`TokenBucket`, :class:`PongWindow` and
+:class:`AckWindow`; :class:`Forwarder` is the asyncio shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import secrets
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from edge.core.router import KIND_LEAF
+from edge.protocol.subjects import subject_matches
+from edge.store.async_outbox import AsyncOutbox
+from edge.store.log import BUSY, FULL, OutboxOptions
+from edge.store.record import Record, RecordTooLargeError
+
+if TYPE_CHECKING:
+    from edge.config.store_forward import StoreForwardSettings
+    from edge.core.internal import InternalClient, Message
+    from edge.core.server import Server
+    from edge.core.sublist import Match
+    from edge.leaf.link import LeafLink
+    from edge.leaf.uplink import Uplink
+
+__all__ = ["AckWindow", "Forwarder", "ForwarderStats", "PongWindow", "TokenBucket", "with_msg_id"]
+
+log = logging.getLogger("edge.store")
+
+MAX_PONG_BATCHES: Final = 4
+ACK_WAIT: Final = 5.0  # seconds before unacknowledged jetstream records are sent again
+MAX_DEFERRED: Final = 20_000  # covered publishes held while the writer is behind (BUSY); beyond: rejected
+MAX_PENDING_ACKS: Final = 200_000  # publisher acks waiting for durability; beyond: not answered (counted)
+MAX_BATCH_BYTES: Final = 1024 * 1024
+COVER_CACHE: Final = 4096
+ID_FILE: Final = "gateway.id"
+INBOX_PREFIX: Final = b"_SF."
+
+
+def with_msg_id(headers: bytes, msg_id: bytes) -> bytes:
+    """The header block with ``Nats-Msg-Id`` added (a publisher's own Nats-Msg-Id is kept)."""
+    if not headers or not headers.endswith(b"\r\n\r\n") or not headers.startswith(b"NATS/1.0"):
+        return b"NATS/1.0\r\nNats-Msg-Id: " + msg_id + b"\r\n\r\n"
+    if b"\r\nnats-msg-id:" in headers.lower():
+        return headers
+    return headers[:-2] + b"Nats-Msg-Id: " + msg_id + b"\r\n\r\n"
+
+
+class TokenBucket:
+    """Records/s pacing. ``rate`` 0 = unlimited. ``delay(n, now)`` takes n tokens, returns seconds to wait."""
+
+    def __init__(self, rate: int, burst: int) -> None:
+        self.rate = rate
+        self.burst = max(1, burst)
+        self.tokens = float(self.burst)
+        self.last = 0.0
+
+    def delay(self, n: int, now: float) -> float:
+        if self.rate <= 0:
+            return 0.0
+        if self.last:
+            self.tokens = min(float(self.burst), self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        self.tokens -= n
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+
+class PongWindow:
+    """Pong-mode confirmation: batches sent, each followed by a PING with an ordinal."""
+
+    def __init__(self, confirmed: int, max_batches: int = MAX_PONG_BATCHES) -> None:
+        self.confirmed = confirmed
+        self.sent = confirmed
+        self.max_batches = max_batches
+        self.inflight: collections.deque[tuple[int, int]] = collections.deque()  # (ping ordinal, last seq)
+
+    def can_send(self) -> bool:
+        return len(self.inflight) < self.max_batches
+
+    def batch_sent(self, last_seq: int, ping: int) -> None:
+        self.sent = last_seq
+        self.inflight.append((ping, last_seq))
+
+    def pong(self, pongs_in: int) -> int | None:
+        """PONGs received so far on this link; returns the new confirmed seq, or None."""
+        new = None
+        while self.inflight and self.inflight[0][0] <= pongs_in:
+            new = self.inflight.popleft()[1]
+        if new is not None:
+            self.confirmed = max(self.confirmed, new)
+        return new
+
+    def reset(self) -> int:
+        """The link is gone: everything unconfirmed is sent again. Returns how many seqs are resent."""
+        resent = self.sent - self.confirmed
+        self.sent = self.confirmed
+        self.inflight.clear()
+        return resent
+
+
+class AckWindow:
+    """JetStream-mode confirmation: one PubAck per record; confirm the longest acknowledged prefix."""
+
+    def __init__(self, confirmed: int, max_outstanding: int) -> None:
+        self.confirmed = confirmed
+        self.sent = confirmed
+        self.max_outstanding = max(1, max_outstanding)
+        self.order: collections.deque[int] = collections.deque()
+        self.acked: set[int] = set()
+        self.oldest_sent_at = 0.0
+
+    def can_send(self) -> bool:
+        return len(self.order) < self.max_outstanding
+
+    def record_sent(self, seq: int, now: float) -> None:
+        if not self.order:
+            self.oldest_sent_at = now
+        self.order.append(seq)
+        self.sent = seq
+
+    def ack(self, seq: int, now: float) -> int | None:
+        """A PubAck for ``seq``; returns the new confirmed seq when the prefix grew."""
+        if seq <= self.confirmed or seq > self.sent:
+            return None
+        self.acked.add(seq)
+        new = None
+        order, acked = self.order, self.acked
+        while order and order[0] in acked:
+            new = order.popleft()
+            acked.discard(new)
+        if new is not None:
+            self.confirmed = new
+            self.oldest_sent_at = now
+        return new
+
+    def expired(self, now: float, wait: float) -> bool:
+        return bool(self.order) and now - self.oldest_sent_at > wait
+
+    def reset(self) -> int:
+        resent = len(self.order)
+        self.sent = self.confirmed
+        self.order.clear()
+        self.acked.clear()
+        return resent
+
+
+@dataclass(slots=True)
+class ForwarderStats:
+    """Outbox depth and counters plus the forwarder's own (for /metrics and ``broker.outbox``)."""
+
+    depth_msgs: int
+    stored_bytes: int
+    oldest_age: float  # seconds; 0 when empty
+    appended: int
+    forwarded: int  # records queued on the link (resends included)
+    resent: int  # records sent again after a link loss or an ack timeout
+    confirmed: int
+    confirmed_seq: int
+    dropped: int  # drop_oldest + age + corruption
+    dropped_full: int
+    dropped_age: int
+    dropped_corrupt: int
+    rejected: int  # reject_new (full) + writer behind with the deferred queue full
+    publisher_acks: int
+    publisher_errors: int
+    puback_errors: int
+    puback_duplicates: int
+    replay_rate: float  # records/s forwarded over the last interval
+    forwarding: bool
+    bytes_written: int
+    fsyncs: int
+
+
+class Forwarder:
+    """Owns the outbox, the publish hook and the drain task. ``await open()``, ``start()``, ``await stop()``."""
+
+    def __init__(self, server: Server, settings: StoreForwardSettings, directory: str,
+                 uplink: Uplink | None) -> None:
+        self.server = server
+        self.settings = settings
+        self.directory = directory
+        self.uplink = uplink
+        self.box: AsyncOutbox | None = None
+        self.gateway = b""
+        self.stream_name = (settings.stream or "outbox").encode()
+        self._patterns = [s.encode() for s in settings.subjects]
+        self._cover: dict[bytes, bool] = {}
+        self._client: InternalClient | None = None
+        self._inbox = b""
+        self._acks: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._deferred: collections.deque[tuple[bytes, bytes, bytes, bytes, bytes | None]] = collections.deque()
+        self._replies: list[tuple[bytes, bytes]] = []
+        self._reply_scheduled = False
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._pong: PongWindow | None = None
+        self._ackw: AckWindow | None = None
+        self._link: LeafLink | None = None
+        self.forwarding = False
+        self.forwarded = 0
+        self.resent = 0
+        self.rejected_busy = 0
+        self.publisher_acks = 0
+        self.publisher_errors = 0
+        self.acks_overflow = 0
+        self.puback_errors = 0
+        self.puback_duplicates = 0
+        self._rate_t = time.monotonic()
+        self._rate_n = 0
+        self._rate = 0.0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open (recover) the outbox and install the publish hook; call before the broker is ready."""
+        os.makedirs(self.directory, exist_ok=True)
+        self.gateway = (self.server.settings.server_name or await asyncio.to_thread(self._stable_id)).encode()
+        opts = OutboxOptions.from_settings(self.settings)
+        self.box = await AsyncOutbox.async_open(self.directory, opts, on_durable=self._on_durable)
+        rep = self.box.report
+        st = self.box.stats()
+        log.info("Outbox %s: %d pending records (seq %d..%d), recovered %d records in %d segments",
+                 self.directory, st.depth_msgs, st.confirmed_seq + 1, st.last_seq, rep.records, rep.segments)
+        if rep.torn_bytes or rep.corrupt_bytes or rep.corrupt_regions or rep.state_problem:
+            log.warning("Outbox %s recovery: dropped a torn tail of %d bytes and %d corrupt bytes in %d regions%s",
+                        self.directory, rep.torn_bytes, rep.corrupt_bytes, rep.corrupt_regions,
+                        f"; state: {rep.state_problem}" if rep.state_problem else "")
+        self.server.router.hooks.append(self._on_publish)
+        if self.uplink is not None:
+            self.uplink.skip_upstream = self.covered
+            self.uplink.pong_hook = self._on_pong
+
+    def start(self) -> None:
+        """Start draining (after the leaf manager started)."""
+        if self.uplink is None:
+            log.warning("store_forward: no leaf remote configured; records are stored but not forwarded")
+            return
+        if self.settings.confirm == "jetstream":
+            from edge.core.internal import InternalClient
+
+            self._client = InternalClient(self.server, "store-forward")
+            self._inbox = INBOX_PREFIX + secrets.token_hex(8).encode() + b"."
+            self._client.subscribe(self._inbox + b"*", self._on_puback)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="store-forward")
+
+    async def stop(self) -> None:
+        """Stop draining, unhook, write out everything appended, close the store."""
+        if self._on_publish in self.server.router.hooks:
+            self.server.router.hooks.remove(self._on_publish)
+        if self.uplink is not None:
+            self.uplink.pong_hook = None
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+            self._task = None
+        if self._client is not None:
+            self._client.close()
+        if self.box is not None:
+            await self.box.async_close()
+            self._flush_acks(self.box.durable_seq)
+
+    def _stable_id(self) -> str:
+        path = os.path.join(self.directory, ID_FILE)
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+            if text:
+                return text
+        except FileNotFoundError:
+            pass
+        text = "gw" + secrets.token_hex(6)
+        tmp = path + ".new"
+        with open(tmp, "w") as f:
+            f.write(text + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return text
+
+    # -- the publish side -----------------------------------------------------------------------
+
+    def covered(self, subject: bytes) -> bool:
+        hit = self._cover.get(subject)
+        if hit is None:
+            hit = any(subject_matches(p, subject) for p in self._patterns)
+            if len(self._cover) >= COVER_CACHE:
+                self._cover.clear()
+            self._cover[subject] = hit
+        return hit
+
+    def _on_publish(self, src: Any, subject: bytes, reply: bytes | None, hdr_len: int, data: bytes,
+                    match: Match) -> int:
+        if getattr(src, "kind", None) == KIND_LEAF or src is self._client or not self.covered(subject):
+            return 0
+        headers = data[:hdr_len] if hdr_len else b""
+        payload = data[hdr_len:] if hdr_len else data
+        if self._deferred:
+            self._defer(subject, payload, reply, headers)
+        else:
+            self._append(subject, payload, reply, headers, defer_busy=True)
+        return 1 if reply else 0
+
+    def _append(self, subject: bytes, payload: bytes, reply: bytes | None, headers: bytes, *,
+                defer_busy: bool) -> bool:
+        """False when the writer is behind (BUSY) and the caller should keep the message for later."""
+        assert self.box is not None
+        try:
+            seq = self.box.append(subject, payload, reply or b"", headers)
+        except RecordTooLargeError:
+            seq = FULL
+        if seq > 0:
+            if reply:
+                if len(self._acks) < MAX_PENDING_ACKS:
+                    self._acks.append((seq, reply))
+                else:
+                    self.acks_overflow += 1
+            self._wake.set()
+            return True
+        if seq == BUSY and defer_busy:
+            self._defer(subject, payload, reply, headers)
+            return True
+        if seq == BUSY:
+            return False
+        if seq != FULL:  # CLOSED: shutting down; the publisher gets no ack
+            return True
+        if reply:
+            self._reply(reply, b'{"error":{"code":503,"description":"outbox full"}}')
+            self.publisher_errors += 1
+        return True
+
+    def _defer(self, subject: bytes, payload: bytes, reply: bytes | None, headers: bytes) -> None:
+        if len(self._deferred) >= MAX_DEFERRED:
+            self.rejected_busy += 1
+            if reply:
+                self._reply(reply, b'{"error":{"code":503,"description":"outbox busy"}}')
+                self.publisher_errors += 1
+            return
+        self._deferred.append((subject, payload, headers, b"", reply))
+
+    def _on_durable(self, seq: int) -> None:
+        deferred = self._deferred
+        while deferred:
+            subject, payload, headers, _, reply = deferred[0]
+            if not self._append(subject, payload, reply, headers, defer_busy=False):
+                break
+            deferred.popleft()
+        self._flush_acks(seq)
+
+    def _flush_acks(self, durable: int) -> None:
+        acks = self._acks
+        stream = self.stream_name
+        while acks and acks[0][0] <= durable:
+            seq, reply = acks.popleft()
+            self._reply(reply, b'{"stream":"%s","seq":%d}' % (stream, seq))
+            self.publisher_acks += 1
+
+    def _reply(self, subject: bytes, body: bytes) -> None:
+        """Replies go out on the next loop turn (never re-entering the router from its own hook)."""
+        self._replies.append((subject, body))
+        if not self._reply_scheduled:
+            self._reply_scheduled = True
+            self.server.loop.call_soon(self._send_replies)
+
+    def _send_replies(self) -> None:
+        self._reply_scheduled = False
+        replies, self._replies = self._replies, []
+        if self._client is None:
+            from edge.core.internal import InternalClient
+
+            self._client = InternalClient(self.server, "store-forward")
+        for subject, body in replies:
+            self._client.publish(subject, body)
+
+    # -- the forwarding side --------------------------------------------------------------------
+
+    def _on_pong(self, link: LeafLink) -> None:
+        if link is self._link and self._pong is not None:
+            new = self._pong.pong(link.pongs_in)
+            if new is not None and self.box is not None:
+                self.box.confirm(new)
+                self._wake.set()
+
+    def _on_puback(self, msg: Message) -> None:
+        if self._ackw is None or self.box is None:
+            return
+        try:
+            seq = int(msg.subject[len(self._inbox):])
+            ack = json.loads(msg.payload)
+        except ValueError:
+            self.puback_errors += 1
+            return
+        if not isinstance(ack, dict) or "error" in ack or not isinstance(ack.get("seq"), int) or (
+                self.settings.stream and ack.get("stream") != self.settings.stream):
+            self.puback_errors += 1
+            if self.puback_errors == 1 or self.puback_errors % 1000 == 0:
+                log.warning("store_forward: hub answered seq %d with %s (%d such answers)", seq,
+                            msg.payload[:200].decode(errors="replace"), self.puback_errors)
+            return
+        if ack.get("duplicate"):
+            self.puback_duplicates += 1
+        new = self._ackw.ack(seq, time.monotonic())
+        if new is not None:
+            self.box.confirm(new)
+            self._wake.set()
+
+    async def _run(self) -> None:
+        assert self.uplink is not None and self.box is not None
+        uplink = self.uplink
+        while True:
+            await uplink.connected_event.wait()
+            link = uplink.link
+            if link is None or link.closed or link.state != "up":
+                await asyncio.sleep(0.01)  # the event is cleared by link_closed on this same loop turn
+                continue
+            st = self.box.stats()
+            confirmed = max(st.confirmed_seq, st.dropped_through)
+            self._link = link
+            if self.settings.confirm == "pong":
+                self._pong = PongWindow(confirmed)
+            else:
+                self._ackw = AckWindow(confirmed, self.settings.batch)
+            self.forwarding = True
+            log.info("store_forward: link up, forwarding %d stored records from seq %d", st.depth_msgs, confirmed + 1)
+            link.closed_fut.add_done_callback(lambda _f: self._wake.set())
+            try:
+                await self._drain(link)
+            finally:
+                self.forwarding = False
+                self._link = None
+                win = self._pong or self._ackw
+                unconfirmed = win.reset() if win is not None else 0
+                self.resent += unconfirmed
+                self._pong = self._ackw = None
+            log.info("store_forward: link down, forwarding paused with %d records stored (%d sent but unconfirmed"
+                     " will be sent again)", self.box.stats().depth_msgs, unconfirmed)
+
+    async def _wait(self, timeout: float) -> None:
+        self._wake.clear()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+
+    async def _drain(self, link: LeafLink) -> None:
+        assert self.box is not None
+        box = self.box
+        settings = self.settings
+        jet = settings.confirm == "jetstream"
+        bucket = TokenBucket(settings.replay_rate, settings.batch)
+        limit = link.uplink.remote.outbound_limit // 2
+        prefix = settings.jetstream_subject_prefix.encode()
+        gw = self.gateway + b"-"
+        while not link.closed:
+            win = self._ackw if jet else self._pong
+            assert win is not None
+            now = time.monotonic()
+            if jet and self._ackw is not None and self._ackw.expired(now, ACK_WAIT):
+                n = self._ackw.reset()
+                self.resent += n
+                log.warning("store_forward: %d records not acknowledged by the hub within %.0fs; sending again",
+                            n, ACK_WAIT)
+            if not win.can_send() or link.paused or link.out_size > limit:
+                await self._wait(0.25)
+                continue
+            n = settings.batch
+            if jet:
+                n = min(n, win.max_outstanding - len(win.order))  # type: ignore[union-attr]
+            batch: list[Record] = await box.async_read_batch(win.sent, n, MAX_BATCH_BYTES)
+            if link.closed:
+                return
+            if not batch:
+                await self._wait(0.25)
+                continue
+            if win.sent >= batch[0].seq:  # the window was reset while reading: read again
+                continue
+            delay = bucket.delay(len(batch), time.monotonic())
+            if delay > 0:
+                await asyncio.sleep(delay)  # pacing, not synchronisation
+                if link.closed:
+                    return
+            last = 0
+            now = time.monotonic()
+            for rec in batch:
+                headers = with_msg_id(rec.headers, gw + b"%d" % rec.seq)
+                if jet:
+                    subject = prefix + b"." + rec.subject if prefix else rec.subject
+                    ok = link.send_msg(subject, self._inbox + b"%d" % rec.seq, len(headers),
+                                       headers + rec.payload, [])
+                else:
+                    ok = link.send_msg(rec.subject, None, len(headers), headers + rec.payload, [])
+                if not ok:
+                    break
+                last = rec.seq
+                if jet:
+                    self._ackw.record_sent(rec.seq, now)  # type: ignore[union-attr]
+            if last:
+                self.forwarded += sum(1 for r in batch if r.seq <= last)
+                link.uplink.stats.out_msgs += sum(1 for r in batch if r.seq <= last)
+                if not jet:
+                    self._pong.batch_sent(last, link.send_ping())  # type: ignore[union-attr]
+            else:
+                await self._wait(0.05)
+
+    # -- visibility -----------------------------------------------------------------------------
+
+    def stats(self) -> ForwarderStats:
+        assert self.box is not None
+        st = self.box.stats()
+        now = time.monotonic()
+        if now - self._rate_t >= 1.0:
+            self._rate = (self.forwarded - self._rate_n) / (now - self._rate_t)
+            self._rate_t, self._rate_n = now, self.forwarded
+        return ForwarderStats(
+            depth_msgs=st.depth_msgs, stored_bytes=st.stored_bytes, oldest_age=st.oldest_age or 0.0,
+            appended=st.appended, forwarded=self.forwarded, resent=self.resent, confirmed=st.confirmed,
+            confirmed_seq=st.confirmed_seq, dropped=st.dropped_full + st.dropped_age + st.dropped_corrupt,
+            dropped_full=st.dropped_full, dropped_age=st.dropped_age, dropped_corrupt=st.dropped_corrupt,
+            rejected=st.rejected_full + self.rejected_busy, publisher_acks=self.publisher_acks,
+            publisher_errors=self.publisher_errors, puback_errors=self.puback_errors,
+            puback_duplicates=self.puback_duplicates, replay_rate=round(self._rate, 1),
+            forwarding=self.forwarding, bytes_written=st.bytes_written, fsyncs=st.fsyncs,
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        return asdict(self.stats())
+
+
+def resolve_directory(settings: StoreForwardSettings, state_dir: str | None) -> str:
+    """``dir`` as configured, else ``<state_dir>/outbox`` (``./outbox`` without a state directory)."""
+    if settings.dir:
+        return settings.dir
+    return os.path.join(state_dir or ".", "outbox")
+
+
+def outbox_command(directory: str, as_json: bool = False) -> str:
+    """What ``nats-edge outbox`` prints: a read-only inspection of the store (broker running or not)."""
+    from edge.store.inspect import inspect_store
+
+    ins = inspect_store(directory)
+    if as_json:
+        return json.dumps(ins.as_dict(), indent=2)
+    return ins.format()
