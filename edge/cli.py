@@ -8,25 +8,14 @@ error (one line on stderr, never a traceback), 2 a usage error (as argparse and 
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+from collections.abc import Callable, Sequence
+from typing import Any
 
-# argparse imports shutil, which pulls in bz2 and lzma (~0.3 MB resident) for archive formats the
-# broker never uses; shutil copes with their absence, so hide them while argparse loads.
-_hidden = {name: sys.modules.get(name) for name in ("bz2", "lzma")}
-sys.modules.update(dict.fromkeys(_hidden))
-try:
-    import argparse
-finally:
-    for _name, _module in _hidden.items():
-        if _module is None:
-            del sys.modules[_name]
-        else:
-            sys.modules[_name] = _module
-from collections.abc import Callable, Sequence  # noqa: E402
-from typing import Any  # noqa: E402
-
-from edge import __version__  # noqa: E402
-from edge.errors import ConfigError, EdgeError  # noqa: E402
+from edge import __version__
+from edge.errors import ConfigError, EdgeError
 
 PROG = "nats-edge"
 
@@ -136,8 +125,31 @@ def _cmd_outbox(args: argparse.Namespace) -> int:
     return 0
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, sized without ``shutil``: argparse imports shutil (and with it bz2 and lzma,
+    ~0.6 MB resident in a broker that never uses them) only to ask for the terminal width."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        if width is None:
+            try:
+                columns = int(os.environ.get("COLUMNS", "0")) or os.get_terminal_size(sys.__stdout__.fileno()).columns
+            except (ValueError, OSError, AttributeError):
+                columns = 80  # shutil.get_terminal_size's fallback
+            width = columns - 2  # as argparse does
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose subcommand parsers (created with its class) share ``_HelpFormatter``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
-    parser = argparse.ArgumentParser(prog=PROG, description="A NATS-protocol broker for IoT gateways.")
+    parser = _Parser(prog=PROG, description="A NATS-protocol broker for IoT gateways.")
     parser.add_argument("-v", "--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {}

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import unquote, urlsplit
 
 from edge.config import values as v
 from edge.config.loader import KeyReporter, register_section
@@ -121,6 +120,9 @@ def parse_leaf_url(text: Any) -> LeafURL:
     """``nats-leaf://[user[:pass]@]host:port`` (also ``nats://``, ``tls://``; port defaults to 7422)."""
     if not isinstance(text, str) or not text:
         raise ValueError(f"expected a URL string, got {text!r}")
+    # Imported here: urllib.parse (with ipaddress) costs ~0.6 MB resident, and only a leaf config needs it.
+    from urllib.parse import unquote, urlsplit
+
     if "://" not in text:
         text = "nats-leaf://" + text
     try:

@@ -9,12 +9,14 @@ Unknown keys are errors too, because a misspelt limit silently left at its defau
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from edge.config import values as v
+from edge.config.sections import SECTION_MODULES
 from edge.config.settings import MAX_PAYLOAD_LIMIT, AuthorizationSettings, Settings
 from edge.errors import ConfigError
 
@@ -103,10 +105,13 @@ def register_section(name: str, parser: SectionParser) -> None:
     SECTIONS[name] = parser
 
 
-def _import_sections() -> None:
-    # Imported for their register_section() side effect; kept lazy so that `import edge.config`
-    # stays cheap. Each module only defines dataclasses and validation.
-    import edge.config.sections  # noqa: F401
+def _section_parser(name: str) -> SectionParser | None:
+    """The parser of feature section ``name``, importing its schema module on first use."""
+    parser = SECTIONS.get(name)
+    if parser is None and name in SECTION_MODULES:
+        importlib.import_module(SECTION_MODULES[name])  # registers itself
+        parser = SECTIONS.get(name)
+    return parser
 
 
 def profiles_dir() -> str:
@@ -169,7 +174,6 @@ def load_settings(
     overrides: dict[str, Any] | None = None,
 ) -> Settings:
     """Build validated settings. Raises :class:`ConfigError` naming the source and key on any problem."""
-    _import_sections()
     settings = Settings()
     if profile:
         name, path = resolve_profile(profile)
@@ -199,14 +203,14 @@ def _apply_table(settings: Settings, raw: dict[str, Any], rep: KeyReporter, *, i
             settings.http_host, settings.http_port = _read_host_port(raw, name, rep)
         elif name == "authorization":
             _apply_authorization(settings.authorization, rep.require_table(value, name), rep.child(name))
-        elif name in SECTIONS:
+        elif (parse_section := _section_parser(name)) is not None:
             table = rep.require_table(value, name)
             previous = settings.sections.get(name)
-            settings.sections[name] = SECTIONS[name](_merge(previous, table), rep.child(name))
+            settings.sections[name] = parse_section(_merge(previous, table), rep.child(name))
         elif is_profile and name in _PROFILE_META_KEYS:
             continue
         else:
-            known = set(_SERVER_KEYS) | _COMPOUND_KEYS | set(SECTIONS)
+            known = set(_SERVER_KEYS) | _COMPOUND_KEYS | set(SECTIONS) | set(SECTION_MODULES)
             raise rep.error(name, f"unknown key (known keys: {', '.join(sorted(known))})")
 
 
@@ -258,9 +262,10 @@ def _check_consistency(settings: Settings, rep: KeyReporter) -> None:
         raise rep.error("authorization.password", "a user needs a password")
     if auth.password is not None and auth.user is None:
         raise rep.error("authorization.user", "a password needs a user")
-    from edge.config.security import check_users
+    if auth.users or auth.no_auth_user is not None:
+        from edge.config.security import check_users
 
-    check_users(auth, rep)
+        check_users(auth, rep)
     if settings.max_payload > settings.max_pending:
         raise rep.error("max_payload", f"{settings.max_payload} is larger than max_pending ({settings.max_pending})")
     if settings.http_port and settings.http_port == settings.port and settings.port > 0:

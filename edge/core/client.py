@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 from typing import TYPE_CHECKING, Any, Final
 
@@ -153,7 +152,10 @@ class ClientConnection(asyncio.Protocol):
                 self.server.settings.authorization.timeout, self._auth_timeout
             )
         first = min(self.server.settings.ping_interval, FIRST_CLIENT_PING_INTERVAL)
-        self._ping_handle = self.loop.call_later(first * (1 + PING_JITTER * random.random()), self._ping_timer)
+        # Spread first PINGs over connection ids by the golden ratio (evenly, like a low-discrepancy
+        # sequence) rather than with ``random``, whose import costs idle RSS for nothing else.
+        spread = (self.cid * 0.6180339887498949) % 1.0
+        self._ping_handle = self.loop.call_later(first * (1 + PING_JITTER * spread), self._ping_timer)
         self._update_slow_path()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s - Client connection created", self.tag)

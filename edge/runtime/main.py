@@ -8,6 +8,7 @@ exit code 1, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -29,6 +30,19 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+def _return_freed_heap() -> None:
+    """Give the heap that imports and config parsing left free back to the OS: glibc keeps freed memory
+    below its trim threshold, about 1 MB of idle RSS here (the 25 MB idle budget is tight)."""
+    gc.collect()
+    try:
+        import ctypes
+
+        trim = ctypes.CDLL(None).malloc_trim
+    except (ImportError, OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return
+    trim(0)
 
 
 def run_broker(settings: Settings, reload: Callable[[], Settings] | None = None) -> int:
@@ -73,6 +87,7 @@ async def _serve(settings: Settings, reload: Callable[[], Settings] | None = Non
     life.install_signals()
     log.info("Server is ready")
     life.ready()
+    _return_freed_heap()
     await stop.wait()
     log.info("Initiating shutdown...")
     life.stopping()
