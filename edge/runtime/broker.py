@@ -85,6 +85,10 @@ class Broker:
             self.adapters = AdapterManager(self.server, adapter_settings)
             self.adapters.start()
             self.device_providers.append(self.adapters)
+        if self.adapters is not None or self.mdns is not None:
+            from edge.runtime.registry import ensure_registry
+
+            ensure_registry(self)  # every adapter's devices on edge.<gateway>.devices, mDNS or not
 
     async def stop(self, timeout: float) -> None:
         if self.adapters is not None:

@@ -84,6 +84,11 @@ async def test_demo_flag_publishes_readings(tmp_path: Path) -> None:
         assert seen["dev.gw1.demo.demo1.pressure"]["ts"].endswith("Z")
         reply = json.loads((await nc.request("cmd.gw1.demo.demo1.read", b"", timeout=5)).data)
         assert set(reply) == {"temperature", "humidity", "pressure", "battery"}
+        # The device registry answers with adapters alone (no [mdns] section).
+        devices = json.loads((await nc.request("edge.gw1.devices", b"", timeout=5)).data)
+        assert devices["gateway"] == "gw1" and devices["count"] == 1
+        assert {k: devices["devices"][0][k] for k in ("adapter", "device", "state")} == {
+            "adapter": "demo", "device": "demo1", "state": "online"}
         await nc.close()
     finally:
         assert sp.stop() == 0
