@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from edge.bench import report
 from edge.bench.scenarios import (
+    LEAF_SIZE,
     SCENARIOS,
     Context,
     Params,
@@ -57,6 +58,8 @@ def _csv_ints(text: str) -> tuple[int, ...]:
 
 def _csv_scenarios(text: str) -> tuple[str, ...]:
     names = tuple(v.strip() for v in text.split(",") if v.strip())
+    if "all" in names:  # every scenario, the opt-in ones included
+        names = tuple(SCENARIOS) + tuple(n for n in names if n != "all")
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}")
@@ -82,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Benchmark nats-edge (and nats-server side by side with --compare). "
         "Every message is numbered and checked for loss, duplication and reordering.",
-        epilog=f"scenarios (default: all, in this order):\n{scenario_help}",
+        epilog=f"scenarios (default: all but the opt-in ones, in this order; 'all' adds those):\n{scenario_help}\n\n"
+        "The store-* scenarios measure nats-edge's outbox, which nats-server does not have: they report\n"
+        "absolute figures against the project's targets, not ratios. They write to --store-dir.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     mode = p.add_mutually_exclusive_group()
@@ -91,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--target", choices=["nats-edge", "nats-server"], default="nats-edge",
                       help="which broker to start when neither --compare nor --url is given")
     p.add_argument("--pid", type=int, help="with --url: the server's pid, for RSS and CPU figures")
-    p.add_argument("--scenarios", type=_csv_scenarios, metavar="LIST", help="comma-separated scenario names")
+    p.add_argument("--scenarios", type=_csv_scenarios, metavar="LIST",
+                   help="comma-separated scenario names (listed below); 'all' adds the opt-in store-* ones")
     p.add_argument("--sizes", type=_csv_ints, metavar="LIST",
                    help=f"payload sizes in bytes (default {','.join(map(str, DEFAULT_SIZES))}; --quick: 16)")
     p.add_argument("--duration", type=_positive(float), metavar="S", help="seconds per throughput run")
@@ -102,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conns", type=_positive(int), metavar="N", help="idle connections for rss-per-conn (500)")
     p.add_argument("--repeat", type=_positive(int), default=1, metavar="N",
                    help="run each measurement N times (alternating targets) and report the median")
+    p.add_argument("--store-msgs", type=_positive(int), metavar="N",
+                   help="records per store-append / store-amp run (200000; --quick: 20000)")
+    p.add_argument("--replay-msgs", type=_positive(int), metavar="N",
+                   help="records stored then replayed by store-replay (100000; --quick: 10000)")
+    p.add_argument("--store-dir", metavar="DIR",
+                   help="directory (on the disk to measure) for the store scenarios' outboxes (system temp)")
     p.add_argument("--quick", action="store_true", help="a short smoke run (~15-30 s with --compare)")
     p.add_argument("--no-ceiling", action="store_true", help="skip measuring the load generator's own ceiling")
     p.add_argument("--nats-server", metavar="PATH", help="nats-server binary (default: PATH, then next to python)")
@@ -121,6 +133,9 @@ def _params(args: argparse.Namespace) -> Params:
         rr_duration=duration if args.duration else (0.4 if quick else 1.5),
         conns=args.conns or (100 if quick else 500),
         startup_runs=1 if quick else 3,
+        store_msgs=args.store_msgs or (20_000 if quick else 200_000),
+        replay_msgs=args.replay_msgs or (10_000 if quick else 100_000),
+        store_dir=args.store_dir,
     )
 
 
@@ -165,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     params = _params(args)
     sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
-    names = args.scenarios or tuple(SCENARIOS)
+    names = args.scenarios or tuple(n for n, s in SCENARIOS.items() if s.default)
     names = tuple(n for n in SCENARIOS if n in names)  # registry order: idle RSS before any load
 
     brokers: list[BrokerProcess] = []
@@ -209,16 +224,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, params: Params, sizes: Sequence[int], names: Sequence[str],
          targets: list[Target], brokers: list[BrokerProcess]) -> int:
-    ctx = Context(params)
+    ctx = Context(params, nats_server=args.nats_server or find_nats_server())
     started = time.monotonic()
     by_name = {b.name: b for b in brokers}
     _say(f"scenarios: {', '.join(names)}; sizes: {', '.join(map(str, sizes))} B; "
          f"{params.duration:g} s per run; fanout K={params.fanout}, queue K={params.queue}")
 
     ceilings: dict[int, dict[str, float]] = {}
-    throughput = any(SCENARIOS[n].sized for n in names)
-    if throughput and not args.no_ceiling:
-        for size in sizes:
+    ceiling_sizes = list(sizes) if any(SCENARIOS[n].sized for n in names) else []
+    if "leaf" in names and LEAF_SIZE not in ceiling_sizes:  # leaf always runs at 128 B
+        ceiling_sizes.append(LEAF_SIZE)
+    if ceiling_sizes and not args.no_ceiling:
+        for size in ceiling_sizes:
             try:
                 ceilings[size] = generator_ceiling(ctx, size)
             except ScenarioError as exc:
@@ -245,7 +262,7 @@ def _run(args: argparse.Namespace, params: Params, sizes: Sequence[int], names: 
                     r = _median_result(group)
                     results.append(r)
                     status = f"ERROR {r.error}" if r.error else r.verify_text
-                    _say(f"  {r.row:<20} {report.fmt_size(r.size):>7}  {r.target:<11} "
+                    _say(f"  {r.row:<24} {report.fmt_size(r.size):>7}  {r.target:<11} "
                          f"{report.fmt_value(r):<30} {status}")
 
     subject = "nats-edge" if any(t.name == "nats-edge" for t in targets) else targets[0].name
@@ -255,17 +272,20 @@ def _run(args: argparse.Namespace, params: Params, sizes: Sequence[int], names: 
     _say()
     for line in report.render_table(results, [t.name for t in targets], checks):
         _say(line)
+    if any(r.scenario.startswith("store-") for r in results):
+        _say("store-* rows are nats-edge only (nats-server has no outbox): absolute figures against the "
+             "targets, no ratio")
     if ceilings:
         _say()
         for size, c in ceilings.items():
             best_pub = max((r.value or 0.0 for r in results if r.scenario == "pub" and r.size == size), default=0)
-            best_sub = max((r.value or 0.0 for r in results if r.scenario == "pubsub" and r.size == size),
+            best_sub = max((r.value or 0.0 for r in results if r.scenario in ("pubsub", "leaf") and r.size == size),
                            default=0)
             parts = []
             if best_pub:
                 parts.append(f"publisher {c['publisher'] / best_pub:.1f}x the fastest pub rate")
             if best_sub:
-                parts.append(f"subscriber {c['subscriber'] / best_sub:.1f}x the fastest pubsub rate")
+                parts.append(f"subscriber {c['subscriber'] / best_sub:.1f}x the fastest pubsub/leaf rate")
             if parts:
                 low = min(c["publisher"] / best_pub if best_pub else math.inf,
                           c["subscriber"] / best_sub if best_sub else math.inf) < 2.0

@@ -21,13 +21,15 @@ SERVER: Final = "nats-server"
 @dataclass(frozen=True)
 class Goal:
     """``ratio_min``/``ratio_max``: nats-edge's figure over nats-server's, measured in the same run.
-    ``abs_max``: nats-edge's own figure (in the row's unit)."""
+    ``abs_min``/``abs_max``: nats-edge's own figure (in the row's unit), for rows with no nats-server
+    counterpart or an absolute budget. ``row``, when set, picks one row of a multi-row scenario."""
 
     scenario: str
     size: int | None
-    kind: Literal["ratio_min", "ratio_max", "abs_max"]
+    kind: Literal["ratio_min", "ratio_max", "abs_min", "abs_max"]
     bound: float
     label: str
+    row: str | None = None
 
 
 GOALS: Final[tuple[Goal, ...]] = (
@@ -40,6 +42,11 @@ GOALS: Final[tuple[Goal, ...]] = (
     Goal("idle-rss", None, "abs_max", 25e6, "<= 25 MB"),
     Goal("rss-per-conn", None, "abs_max", 16e3, "<= 16 kB"),
     Goal("startup", None, "abs_max", 0.5, "<= 0.5 s"),
+    Goal("leaf", 128, "ratio_min", 0.30, ">= 0.30x"),
+    # nats-edge only (the outbox has no nats-server counterpart): absolute figures.
+    Goal("store-append", 128, "abs_min", 100e3, "abs >= 100k msg/s", row="store append"),
+    Goal("store-amp", 128, "abs_max", 1.5, "abs <= 1.5x"),
+    Goal("store-replay", 128, "abs_min", 50e3, "abs >= 50k msg/s"),
 )
 
 
@@ -53,7 +60,8 @@ class GoalCheck:
 
 
 def _goal_for(r: Result) -> Goal | None:
-    return next((g for g in GOALS if g.scenario == r.scenario and g.size == r.size), None)
+    return next((g for g in GOALS if g.scenario == r.scenario and g.size == r.size and g.row in (None, r.row)),
+                None)
 
 
 def evaluate_goals(results: Sequence[Result], subject: str, reference: str | None) -> list[GoalCheck]:
@@ -72,7 +80,7 @@ def evaluate_goals(results: Sequence[Result], subject: str, reference: str | Non
             continue
         seen.add(r.key)
         observed: float | None = None
-        if goal.kind == "abs_max":
+        if goal.kind in ("abs_min", "abs_max"):
             observed = r.value
         elif reference is not None:
             ref = by_key.get((reference, r.key))
@@ -81,7 +89,7 @@ def evaluate_goals(results: Sequence[Result], subject: str, reference: str | Non
         if observed is None:
             checks.append(GoalCheck(r.row, r.size, goal.label, None, None))
             continue
-        met = observed >= goal.bound if goal.kind == "ratio_min" else observed <= goal.bound
+        met = observed >= goal.bound if goal.kind in ("ratio_min", "abs_min") else observed <= goal.bound
         checks.append(GoalCheck(r.row, r.size, goal.label, met, observed))
     return checks
 
@@ -115,6 +123,9 @@ def fmt_value(r: Result) -> str:
         return _si(r.value, "msg/s", " ")
     if r.unit == "B":
         return _si(r.value, "B")
+    if r.unit == "x":
+        per = r.extra.get("bytes_per_msg")
+        return f"{r.value:.3g}x" + (f" ({per:g} B/msg)" if per is not None else "")
     if r.scenario == "reqrep":
         rate = r.extra.get("rate", 0.0)
         return f"{_duration(r.value)} p99 {_duration(r.extra.get('p99', float('nan')))} {_si(rate, 'req/s', ' ')}"

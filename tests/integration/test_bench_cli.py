@@ -152,3 +152,68 @@ def test_a_broker_that_exits_at_start_is_reported_with_its_log() -> None:
 
     with pytest.raises(ServerStartError, match=r"(?s)exited with status 3.*boom: bad flag"):
         start_broker("fake-edge", argv, timeout=10.0)
+
+
+@pytest.fixture
+def nats_server_binary() -> str:
+    binary = find_nats_server()
+    if binary is None:
+        pytest.skip("nats-server not installed")
+    return binary
+
+
+@pytest.mark.timeout(60)
+def test_leaf_scenario_compares_both_brokers_as_leaves_of_a_hub(
+    nats_server_binary: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_json = tmp_path / "leaf.json"
+    code = cli.main(["--compare", "--no-ceiling", "--duration", "0.3", "--scenarios", "leaf",
+                     "--nats-server", nats_server_binary, "--json", str(out_json)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert re.search(r"leaf -> hub +128 B +nats-server +[\d.]+ [kM]? ?msg/s +ok \d+ msgs in order", out), out
+    assert re.search(r"leaf -> hub +128 B +nats-edge +[\d.]+ [kM]? ?msg/s +ok \d+ msgs in order", out), out
+    assert re.search(r"leaf -> hub +128 B .* [\d.]+ +[\d.]+ / [\d.]+ +>= 0\.30x (met|MISSED) +ok/ok", out), out
+    rows = {r["target"]: r for r in json.loads(out_json.read_text())["results"]}
+    for r in rows.values():
+        assert r["verified"] is True and r["extra"]["delivered"] == r["extra"]["sent"] > 0
+
+
+@pytest.mark.timeout(60)
+def test_store_append_and_amplification_report_absolute_figures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main(["--quick", "--scenarios", "store-append,store-amp", "--store-msgs", "3000",
+                     "--store-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert re.search(r"store append +128 B +nats-edge +[\d.]+ [kM]? ?msg/s +ok 3000 msgs durable", out), out
+    assert re.search(r"store append fsync/batch +128 B +nats-edge .* ok 3000 msgs durable", out), out
+    assert re.search(r"store write amp +128 B +nats-edge +[\d.]+x \([\d.]+ B/msg\) +ok 3000 msgs", out), out
+    assert re.search(r"store append .*abs >= 100k msg/s (met|MISSED)", out), out
+    assert "nats-edge only" in out
+    assert list(tmp_path.iterdir()) == []  # the outboxes are removed afterwards
+
+
+@pytest.mark.timeout(60)
+def test_store_replay_delivers_every_stored_message_to_the_hub_in_order(
+    nats_server_binary: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main(["--compare", "--quick", "--scenarios", "store-replay", "--replay-msgs", "4500",
+                     "--nats-server", nats_server_binary, "--store-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert re.search(r"store replay -> hub +128 B +nats-edge +[\d.]+ [kM]? ?msg/s +ok 4500 stored msgs in order", out)
+    assert re.search(r"store replay -> hub +128 B +nats-server +n/a +n/a: nats-edge only", out), out
+    assert re.search(r"store replay -> hub +128 B +n/a +[\d.]+ [kM]? ?msg/s +- .*abs >= 50k msg/s", out), out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_leaf_without_a_hub_binary_is_reported_not_failed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "find_nats_server", lambda: None)
+    code = cli.main(["--no-ceiling", "--scenarios", "leaf"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert re.search(r"leaf -> hub +128 B +nats-edge +n/a +n/a: needs nats-server as the hub", out), out

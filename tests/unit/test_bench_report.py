@@ -91,3 +91,34 @@ def test_parse_url() -> None:
     assert parse_url("localhost:5") == ("localhost", 5)
     with pytest.raises(ValueError):
         parse_url("http://x:1")
+
+
+def test_store_goals_are_absolute_and_leaf_is_a_ratio() -> None:
+    results = [
+        Result("leaf", "leaf -> hub", 128, "nats-server", 600e3, "msg/s", verified=True),
+        Result("leaf", "leaf -> hub", 128, "nats-edge", 150e3, "msg/s", verified=True),  # 0.25 < 0.30
+        Result("store-append", "store append", 128, "nats-edge", 120e3, "msg/s", verified=True),
+        Result("store-append", "store append fsync/batch", 128, "nats-edge", 20e3, "msg/s", verified=True),
+        Result("store-amp", "store write amp", 128, "nats-edge", 1.6, "x", higher_is_better=False,
+               verified=True, extra={"bytes_per_msg": 245.0}),
+        Result("store-replay", "store replay -> hub", 128, "nats-edge", 60e3, "msg/s", verified=True),
+    ]
+    checks = {c.row: c for c in report.evaluate_goals(results, "nats-edge", "nats-server")}
+    assert checks["leaf -> hub"].met is False and checks["leaf -> hub"].observed == pytest.approx(0.25)
+    assert checks["store append"].met is True and checks["store append"].observed == 120e3
+    assert "store append fsync/batch" not in checks  # the goal names the default-cadence row only
+    assert checks["store write amp"].met is False
+    assert checks["store replay -> hub"].met is True
+    # Absolute goals are judged without a reference too (nats-edge measured alone).
+    alone = {c.row: c for c in report.evaluate_goals(results[1:], "nats-edge", None)}
+    assert alone["store replay -> hub"].met is True and alone["leaf -> hub"].met is None
+    table = "\n".join(report.render_table(results, ["nats-server", "nats-edge"], list(checks.values())))
+    assert "1.6x (245 B/msg)" in table and "abs <= 1.5x MISSED" in table
+
+
+def test_store_scenarios_are_opt_in_and_all_selects_them() -> None:
+    defaults = [n for n, s in SCENARIOS.items() if s.default]
+    assert "leaf" in defaults
+    assert not any(n.startswith("store-") for n in defaults)
+    assert {"store-append", "store-amp", "store-replay"} <= set(cli._csv_scenarios("all"))
+    assert cli._csv_scenarios("leaf,store-replay") == ("leaf", "store-replay")
