@@ -15,11 +15,18 @@ Example::
     codec_options = { device_field = "id", units = { temperature = "°C" } }
     subjects = { reading = "sensors.{device}.{channel}" }   # optional template overrides
 
+    [[adapters.serial]]            # a device speaking NATS itself: a client connection of the broker
+    port = "/dev/ttyUSB0"
+    codec = "frames"               # or "nats"
+    user = "sensor"                # its permissions: a user of [authorization] (edge.adapters.serial.config)
+
     [[adapters.demo]]              # simulated sensors (nats-edge run --demo)
 
 Every other key of ``[adapters]`` names an adapter kind (built-in or from the ``nats_edge.adapters``
 entry point group) whose value is a table or an array of tables. Each instance's own keys are checked
 by the kind's ``parse_config`` at load time, so a typo fails ``check-config`` with file and key.
+An instance's ``user`` (serial ``nats``/``frames`` ports) is checked against ``[authorization]`` once
+every source has been read (:func:`check_adapter_users`), since that section may come later.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from typing import Any, Final
 from edge.config import values as v
 from edge.config.loader import KeyReporter, register_section
 
-__all__ = ["AdapterInstanceSettings", "AdaptersSettings", "parse_adapters"]
+__all__ = ["AdapterInstanceSettings", "AdaptersSettings", "check_adapter_users", "parse_adapters"]
 
 _GLOBAL_KEYS: Final = frozenset({"restart_backoff_min", "restart_backoff_max"})
 _COMMON_KEYS: Final = frozenset({"name", "enabled", "subjects"})
@@ -122,6 +129,29 @@ def parse_adapters(raw: Any, rep: KeyReporter) -> AdaptersSettings:
     if kw.get("restart_backoff_min", 0.5) > kw.get("restart_backoff_max", 30.0):
         raise rep.error("restart_backoff_min", "must not exceed restart_backoff_max")
     return AdaptersSettings(tuple(instances), **kw, raw=table)
+
+
+def check_adapter_users(adapters: AdaptersSettings, auth: Any) -> None:
+    """Every instance's ``user`` must name a configured user; the error names the file and key of ``user``.
+
+    ``auth`` is the final :class:`~edge.config.settings.AuthorizationSettings`. A user is an entry of
+    ``authorization.users`` (by ``user`` name or nkey) or the single ``authorization.user``.
+    """
+    from edge.errors import ConfigError
+
+    known = {u.name for u in auth.users}
+    if auth.user is not None:
+        known.add(auth.user)
+    for inst in adapters.instances:
+        user = getattr(inst.options, "user", None)
+        if user is None or user in known:
+            continue
+        source, key = getattr(inst.options, "user_where", None) or ("settings", f"adapters.{inst.kind}.user")
+        if not known:
+            problem = f"{user!r} is not a configured user: there is no authorization.users (nor authorization.user)"
+        else:
+            problem = f"{user!r} is not in authorization.users"
+        raise ConfigError(source, key, problem)
 
 
 register_section("adapters", parse_adapters)

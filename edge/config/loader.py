@@ -266,6 +266,11 @@ def _check_consistency(settings: Settings, rep: KeyReporter) -> None:
         from edge.config.security import check_users
 
         check_users(auth, rep)
+    adapters = settings.sections.get("adapters")
+    if adapters is not None:  # a serial port's user must be in [authorization] (from any source)
+        from edge.config.adapters import check_adapter_users
+
+        check_adapter_users(adapters, auth)
     if settings.max_payload > settings.max_pending:
         raise rep.error("max_payload", f"{settings.max_payload} is larger than max_pending ({settings.max_pending})")
     if settings.http_port and settings.http_port == settings.port and settings.port > 0:

@@ -15,6 +15,10 @@ during which the event loop is blocked. It is bounded by the backoff (at most ``
 checks per address and backoff period) and by a small cache of recent successful verifications
 (keyed by an HMAC under a per-process random key), so reconnecting clients do not pay it again.
 ``bcrypt`` and ``nkeys`` are imported only when such users are configured.
+
+Port users: a serial port on the ``nats``/``frames`` codec with ``user = "name"`` is bound to that
+user by :meth:`Authenticator.bind_port_user` before its connection starts; no credentials are checked
+(the port is the credential) and its CONNECT keeps the binding (see edge.adapters.serial.config).
 """
 
 from __future__ import annotations
@@ -167,6 +171,10 @@ class Authenticator:
             if value is not None and not isinstance(value, str):
                 # nats-server fails to unmarshal CONNECT into its string fields: a parse error, no -ERR.
                 raise ProtocolError(None, f"CONNECT {key} is not a string")
+        if getattr(conn, "port_user", None) is not None:
+            # A serial port bound to its user (bind_port_user): the port is the credential. Whatever
+            # the device's CONNECT carries is ignored; user and permissions stay as bound.
+            return True
         addr = conn.host
         blocked = self.backoff.blocked_for(addr)
         if blocked:
@@ -185,6 +193,26 @@ class Authenticator:
         self.backoff.success(addr)
         conn.user = user.settings.name
         conn.permissions = ConnectionPermissions(user.rules, conn) if user.rules is not None else None
+        return True
+
+    def bind_port_user(self, conn: Any, name: str) -> bool:
+        """Make ``conn`` (a serial port's client connection, not yet started) the user ``name``.
+
+        ``name`` is a ``user`` (or nkey) of ``authorization.users`` or the single ``authorization.user``.
+        No password: the port is the credential. Sets ``conn.user``, ``conn.permissions`` (exactly that
+        user's, as a TCP login would) and ``conn.port_user``, and clears ``conn.auth_required`` so the
+        connection needs no CONNECT and has no authentication timeout. Returns False for an unknown
+        name (the config loader rejects those, so only a broken caller gets here).
+        """
+        entry = self.users.get(name) or self.nkeys.get(name)
+        if entry is None and self.auth.user is not None and name == self.auth.user:
+            entry = _User(UserSettings(user=name), None)
+        if entry is None:
+            return False
+        conn.port_user = name
+        conn.user = entry.settings.name
+        conn.permissions = ConnectionPermissions(entry.rules, conn) if entry.rules is not None else None
+        conn.auth_required = False
         return True
 
     def _check(self, conn: Any, options: dict[str, Any]) -> tuple[_User | None, str]:

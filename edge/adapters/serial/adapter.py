@@ -11,6 +11,11 @@ Codecs (``firmware_bridge.codecs``):
   wraps outbound bytes as frames carrying whole ops (:class:`OpSplitter`). When the broker closes the
   connection (protocol error, stale, slow consumer) a fresh connection is attached to the still-open
   port; the device's subscriptions are gone then and it must resubscribe (it gets ``-ERR`` first).
+  With ``user = "name"`` every such connection is bound to that user of ``[authorization]`` before it
+  starts (no CONNECT credentials: the port is the credential), so it has exactly that user's
+  permissions; a denied PUB/SUB gets the permissions ``-ERR`` down the line and the port stays open.
+  Without ``user`` the device authenticates in its CONNECT like a TCP client (see
+  :mod:`edge.adapters.serial.config`).
 - ``jsonl``/``nmea``/``lines``: decoded readings go into a bounded queue (``max_pending_readings``,
   overflow counted in ``readings_dropped``), published ``publish_batch`` per loop turn; reading from the
   port pauses at 3/4 full and resumes at 1/4, so a flooding device is held back by the tty buffer.
@@ -24,7 +29,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
 from edge.adapters.base import Adapter
-from edge.adapters.serial.config import SerialConfig, parse_serial
+from edge.adapters.serial.config import PROTOCOL_CODECS, SerialConfig, parse_serial
 
 if TYPE_CHECKING:
     from edge.config.loader import KeyReporter
@@ -311,9 +316,23 @@ class _PortSession:
         self._reconnect_handle = None
         if self.closed or self.lost.done():
             return
-        self.conn = ClientConnection(self.ctx.server)
+        conn = ClientConnection(self.ctx.server)
+        if self.cfg.user is not None and not self._bind_user(conn):
+            return  # no connection: what the device sends is dropped and counted (bytes_dropped)
+        self.conn = conn
         self.conn.connection_made(_SerialTransport(self, frames=self.cfg.codec == "frames"))  # type: ignore[arg-type]
         self.adapter.stats["connections"] += 1
+
+    def _bind_user(self, conn: ClientConnection) -> bool:
+        """Bind ``conn`` to the port's user; False (logged, fail closed: no connection) if impossible."""
+        authenticator = getattr(self.ctx.server, "authenticator", None)
+        user = self.cfg.user
+        if authenticator is not None and authenticator.bind_port_user(conn, user):
+            return True
+        # The config loader rejects unknown users, so this needs a broken caller; never fail open.
+        self.adapter.last_error = f"user {user!r} is not a configured user; no client connection"
+        self.ctx.log.error("serial %s: %s", self.cfg.port, self.adapter.last_error)
+        return False
 
     def connection_closed(self) -> None:
         """The broker closed the client connection; flush what it queued and attach a new one soon."""
@@ -397,6 +416,20 @@ class SerialAdapter(Adapter):
             })
         return rows
 
+    def _warn_unauthenticated(self) -> None:
+        """A nats/frames port without ``user`` on a broker whose clients must log in: say how to fix it."""
+        cfg = self.config
+        server = self.ctx.server
+        if cfg.codec not in PROTOCOL_CODECS or cfg.user is not None or not getattr(server, "auth_required", False):
+            return
+        if server.settings.authorization.no_auth_user is not None:
+            return
+        self.ctx.log.warning(
+            "serial %s: authorization is configured and this %s port has no user: the device must send "
+            "credentials in its CONNECT (the C and MicroPython libraries send none); set user = \"...\" "
+            "in its [[adapters.serial]] table to give the port a user", cfg.port, cfg.codec,
+        )
+
     def _open(self) -> Any:
         import serial  # pyserial: imported only when a serial port is enabled
 
@@ -411,6 +444,7 @@ class SerialAdapter(Adapter):
         ctx = self.ctx
         delay = cfg.reopen_min
         logged_failure = False
+        self._warn_unauthenticated()
         while True:
             try:
                 ser = await asyncio.to_thread(self._open)

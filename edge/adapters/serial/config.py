@@ -20,6 +20,25 @@
     max_pending_readings = 1024   # decoded readings waiting to be published; beyond: dropped, counted
     publish_batch = 256       # readings published per loop turn
     frame_size = 256          # frames codec: bytes of NATS ops per frame sent to the device
+    user = "sensor"           # nats/frames codecs: the port's user from [authorization] (see below)
+
+``user`` (``nats``/``frames`` only) names an entry of ``authorization.users`` (its ``user`` name, or
+the public nkey of an nkey user) or the single ``authorization.user``. The port's client connection
+is that user from the start, without CONNECT credentials or password: the port is the credential
+(whoever can reach the wire can speak for the device, so protect the port, not a password). It gets
+exactly that user's permissions (publish/subscribe allow and deny lists, ``allow_responses``),
+enforced by the same code as for TCP clients: a denied PUB or SUB gets ``-ERR 'Permissions Violation
+for ...'`` down the line (inside a frame for ``frames``) and the connection stays open. Credentials a
+device puts in its CONNECT are ignored; they cannot change the port's user. A name that is not
+configured is a config error (``adapters.serial[i].user``), as is ``user`` on another codec.
+
+Without ``user`` a ``nats``/``frames`` port authenticates like a TCP client, as it always has: with
+no ``[authorization]`` it is unrestricted; with authorization configured, the device's CONNECT must
+carry credentials, and a CONNECT without any gets the ``no_auth_user`` (and its permissions) if one is
+set, else ``-ERR 'Authorization Violation'``. The C and MicroPython device libraries send no
+credentials, so on a broker with authorization such a port needs ``user`` (or a ``no_auth_user``);
+the adapter logs a warning at start when it has neither. A physical port is deliberately *not*
+unrestricted by default: adding a serial port must not open a hole around the configured users.
 """
 
 from __future__ import annotations
@@ -39,8 +58,9 @@ __all__ = ["SerialConfig", "parse_serial"]
 _KEYS: Final = frozenset({
     "port", "device", "codec", "codec_options", "baudrate", "bytesize", "parity", "stopbits", "rtscts", "xonxoff",
     "silence_timeout", "reopen_min", "reopen_max", "read_size", "max_pending_readings", "publish_batch",
-    "frame_size",
+    "frame_size", "user",
 })
+PROTOCOL_CODECS: Final = ("nats", "frames")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +82,10 @@ class SerialConfig:
     max_pending_readings: int = 1024
     publish_batch: int = 256
     frame_size: int = 256
+    # The port's user (authorization.users), checked against [authorization] once every source is
+    # read (edge.config.adapters.check_adapter_users); user_where is (source, key) for that error.
+    user: str | None = None
+    user_where: tuple[str, str] | None = field(default=None, compare=False, repr=False)
 
 
 def _choice(value: Any, *, choices: tuple[Any, ...]) -> Any:
@@ -106,6 +130,13 @@ def parse_serial(table: dict[str, Any], rep: KeyReporter) -> SerialConfig:
     for key, (reader, kwargs) in readers.items():
         if key in table:
             kw[key] = rep.read(table, key, reader, **kwargs)
+    if "user" in table:
+        if codec not in PROTOCOL_CODECS:
+            raise rep.error(
+                "user", f"only the nats and frames codecs make the port a client with a user; codec is {codec!r}"
+            )
+        kw["user"] = rep.read(table, "user", v.read_str)
+        kw["user_where"] = (rep.source, rep.key("user"))
     cfg = SerialConfig(port=port, codec=codec, **kw)
     if cfg.reopen_min > cfg.reopen_max:
         raise rep.error("reopen_min", "must not exceed reopen_max")
