@@ -427,6 +427,8 @@ class Parser:
 
     @staticmethod
     def _queue_form(args: list[bytes], trailing: int) -> tuple[bytes, bytes | None, list[bytes]]:
+        if len(args) < 2 + trailing:  # "LMSG a", "HMSG a 5": too short for any form (found by atheris)
+            raise ProtocolError(None, "bad message arguments")
         marker = args[1]
         if marker == b"+":
             if len(args) < 4 + trailing:
