@@ -5,6 +5,7 @@ real pty against the real broker: publish, subscribe, and request/reply in both 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -75,6 +76,9 @@ async def test_micropython_module_over_pty(rig: tuple[ServerProcess, dict[str, P
 
         await nc.subscribe("svc.clock", cb=clock)
         await nc.flush()
+        # The adapter's INFO says it has opened (and flushed) the port; what the device sent before
+        # that would be discarded, as on a real UART opened late.
+        assert await asyncio.to_thread(devs[mode].wait_readable, 10), "the adapter never opened the port"
         device.start()
         assert (await sub.next_msg(timeout=10)).data == b"1"  # device -> broker publish
         # broker -> device request (the device's SUB arrived once its publishes flow)
@@ -92,6 +96,4 @@ async def test_micropython_module_over_pty(rig: tuple[ServerProcess, dict[str, P
 
 
 async def _wait_thread_event(ev: threading.Event) -> None:
-    import asyncio
-
     await asyncio.wait_for(asyncio.to_thread(ev.wait, 10), 15)

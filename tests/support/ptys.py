@@ -42,6 +42,10 @@ class PtyDevice:
         except BlockingIOError:
             return 0
 
+    def wait_readable(self, timeout: float) -> bool:
+        """Wait, without reading, until the other side has written (e.g. the adapter's first INFO)."""
+        return bool(select.select([self.master], [], [], timeout)[0])
+
     def read(self, timeout: float = 0.0) -> bytes:
         r = select.select([self.master], [], [], timeout)[0]
         if not r:
