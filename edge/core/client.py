@@ -38,6 +38,10 @@ trace_log = logging.getLogger("edge.trace")
 FIRST_CLIENT_PING_INTERVAL: Final = 2.0
 PING_JITTER: Final = 0.2
 
+# The CONNECT fields that authenticate (nats-server's clientOpts: user, pass, auth_token, nkey, sig, jwt).
+CREDENTIAL_OPTIONS: Final = ("user", "pass", "auth_token", "nkey", "sig", "jwt")
+_NO_CREDENTIALS: Final[dict[str, Any]] = {}  # shared, never mutated
+
 _OK: Final = b"+OK\r\n"
 _PING: Final = b"PING\r\n"
 _PONG: Final = b"PONG\r\n"
@@ -114,6 +118,7 @@ class ClientConnection(asyncio.Protocol):
         self.auth_required = server.auth_required
         # Per-user permissions (edge.security); None = may publish and subscribe to anything.
         self.permissions: Any = None
+        self.credentials: dict[str, Any] = _NO_CREDENTIALS  # from CONNECT, only the keys it sent
         self.trace = settings.trace
         self.slow_path = True
         # Statistics for monitoring.
@@ -376,6 +381,9 @@ class ClientConnection(asyncio.Protocol):
             raise ProtocolError(E.ERR_NO_RESPONDERS_HEADERS)
         if not self.server.authenticate(self, options):
             raise ProtocolError(E.ERR_AUTH_VIOLATION)
+        credentials = {k: options[k] for k in CREDENTIAL_OPTIONS if k in options}
+        if credentials:  # re-checked when a reload changes authorization (Server.reload_authorization)
+            self.credentials = credentials
         self.verbose = bool(verbose)
         self.pedantic = bool(pedantic)
         self.echo = bool(options.get("echo", self.echo))

@@ -20,11 +20,12 @@ from typing import Any, Final
 
 from edge import __version__
 from edge.config.settings import Settings
-from edge.core.client import ClientConnection
+from edge.core.client import ClientConnection, CloseReason
 from edge.core.internal import InternalClient
 from edge.core.router import Router
 from edge.core.sublist import SubscriptionIndex
 from edge.core.subscription import Subscription
+from edge.protocol import errors as E
 
 log = logging.getLogger("edge.server")
 
@@ -218,6 +219,59 @@ class Server:
             info["connect_info"] = True
             info["remote_account"] = "$G"
         return b"INFO " + json.dumps(info, separators=(",", ":")).encode() + b" \r\n"
+
+    def reload_authorization(self, settings: Settings) -> tuple[int, int]:
+        """Apply a reloaded ``authorization`` to new and connected clients, as nats-server's
+        reloadAuthorization does: a client whose CONNECT credentials no longer pass is closed (with no
+        -ERR, as nats-server); one that passes gets its user's new permissions, and each of its
+        subscriptions those now deny is removed with 'Permissions Violation for Subscription to "s" (sid "n")'.
+        Returns (clients closed, subscriptions removed)."""
+        previous = self.authenticator
+        self.auth_required = settings.authorization.required
+        self.authenticator = None
+        if self.auth_required:
+            from edge.security.auth import build_authenticator
+
+            self.authenticator = build_authenticator(settings)
+            if previous is not None:
+                self.authenticator.inherit(previous)
+        closed = removed = 0
+        for conn in list(self.clients.values()):
+            if conn.closed:
+                continue
+            if not conn.connected:  # still before CONNECT: it meets the new rules when it sends it
+                conn.auth_required = self.auth_required
+                continue
+            if self.authenticator is None:
+                conn.permissions = None
+            elif not self.authenticator.recheck(conn, conn.credentials):
+                # nats-server (2.15) closes these without an -ERR; we log why.
+                log.warning("%s - authorization revoked by a configuration reload", conn.tag)
+                conn.close_with_error(None, CloseReason.AUTH_VIOLATION)
+                closed += 1
+                continue
+            removed += self._reapply_permissions(conn)
+        return closed, removed
+
+    def _reapply_permissions(self, conn: ClientConnection) -> int:
+        perms = conn.permissions
+        denied = []
+        for sid, sub in list(conn.subs.items()):
+            sub.conn = conn  # undo an earlier permission filter (edge.security.permissions.wrap)
+            if perms is None:
+                continue
+            if perms.can_subscribe(sub.subject, sub.queue):
+                perms.wrap(sub)
+            else:
+                denied.append(sub)
+                del conn.subs[sid]
+        if denied:
+            self.remove_subscriptions(denied)
+            for sub in denied:
+                subject, sid = sub.subject.decode(errors="replace"), sub.sid.decode(errors="replace")
+                conn.send_err(E.permissions_subscribe_revoked(subject, sid))
+        conn._update_slow_path()
+        return len(denied)
 
     def authenticate(self, conn: ClientConnection, options: dict[str, Any]) -> bool:
         """Check CONNECT credentials (edge.security.auth); sets conn.user and conn.permissions."""

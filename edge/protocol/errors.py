@@ -36,6 +36,11 @@ def permissions_subscribe(subject: str, queue: str | None = None) -> str:
     return f'Permissions Violation for Subscription to "{subject}"'
 
 
+def permissions_subscribe_revoked(subject: str, sid: str) -> str:
+    """A subscription a reload's new permissions deny (nats-server processSubsOnConfigReload)."""
+    return f'Permissions Violation for Subscription to "{subject}" (sid "{sid}")'
+
+
 def err_line(text: str) -> bytes:
     """The wire form: ``-ERR '<text>'\\r\\n``."""
     return b"-ERR '" + text.encode() + b"'\r\n"

@@ -57,12 +57,15 @@ def apply_settings(broker: Broker, new: Settings) -> list[str]:
     if server is None:
         return ignored
     server.settings = new
-    server.auth_required = new.authorization.required
+    if new.authorization != old.authorization or new.sections.get("auth_backoff") != old.sections.get("auth_backoff"):
+        closed, removed = server.reload_authorization(new)
+        if closed or removed:
+            log.info("Authorization reloaded: %d client(s) closed, %d subscription(s) removed", closed, removed)
     info = getattr(server, "_info_base", None)
     if isinstance(info, dict) and info:
         # What new clients are told in INFO (nats-server sends the new max_payload after a reload).
         info["max_payload"] = new.max_payload
-        if new.authorization.required:
+        if new.authorization.required and new.authorization.no_auth_user is None:
             info["auth_required"] = True
         else:
             info.pop("auth_required", None)

@@ -156,6 +156,28 @@ class Authenticator:
         self._cache_key = os.urandom(32)
         self._bcrypt_ok: dict[bytes, None] = {}
 
+    def inherit(self, previous: Authenticator) -> None:
+        """Carry over what a config reload must not reset: the per-address failure history (a reload
+        does not unblock a password guesser) and the verified-bcrypt cache (its keys include the stored
+        hash, so a changed password never matches an old entry)."""
+        self.backoff.entries = previous.backoff.entries
+        self.backoff.overflow, self.backoff.refused = previous.backoff.overflow, previous.backoff.refused
+        self.failures = previous.failures
+        self._cache_key, self._bcrypt_ok = previous._cache_key, previous._bcrypt_ok
+
+    def recheck(self, conn: Any, options: dict[str, Any]) -> bool:
+        """After a reload: is a connected client, with the credentials of its CONNECT, still allowed?
+        Sets its user and (new) permissions when it is; no backoff accounting either way (as
+        nats-server's reloadAuthorization re-runs the check)."""
+        if getattr(conn, "port_user", None) is not None:
+            return self.bind_port_user(conn, conn.port_user)
+        user, _ = self._check(conn, options)
+        if user is None:
+            return False
+        conn.user = user.settings.name
+        conn.permissions = ConnectionPermissions(user.rules, conn) if user.rules is not None else None
+        return True
+
     def nonce_for(self, conn: Any) -> str:
         """The connection's INFO nonce (made once, kept for the CONNECT check)."""
         nonce: str | None = getattr(conn, "nonce", None)
