@@ -22,6 +22,12 @@ Example::
 
     [[adapters.demo]]              # simulated sensors (nats-edge run --demo)
 
+    [adapters.defaults.serial]     # defaults for every [[adapters.serial]] entry (hardware profiles set
+    port = "/dev/serial0"          # the board's UART and BLE adapter here); an entry's own keys win
+
+``[adapters.defaults.<kind>]`` tables enable nothing by themselves. A later source's ``defaults``
+table replaces an earlier one's as a whole (the profile's, when the config file has its own).
+
 Every other key of ``[adapters]`` names an adapter kind (built-in or from the ``nats_edge.adapters``
 entry point group) whose value is a table or an array of tables. Each instance's own keys are checked
 by the kind's ``parse_config`` at load time, so a typo fails ``check-config`` with file and key.
@@ -39,7 +45,8 @@ from edge.config.loader import KeyReporter, register_section
 
 __all__ = ["AdapterInstanceSettings", "AdaptersSettings", "check_adapter_users", "parse_adapters"]
 
-_GLOBAL_KEYS: Final = frozenset({"restart_backoff_min", "restart_backoff_max"})
+_BACKOFF_KEYS: Final = frozenset({"restart_backoff_min", "restart_backoff_max"})
+_GLOBAL_KEYS: Final = _BACKOFF_KEYS | {"defaults"}
 _COMMON_KEYS: Final = frozenset({"name", "enabled", "subjects"})
 _TEMPLATE_KEYS: Final = frozenset({"reading", "event", "command"})
 
@@ -93,14 +100,36 @@ def _read_templates(value: Any, rep: KeyReporter) -> dict[str, str]:
     return out
 
 
+def _read_defaults(value: Any, rep: KeyReporter) -> dict[str, dict[str, Any]]:
+    """``[adapters.defaults.<kind>]``: per-kind default keys, checked for a known kind here and by the
+    kind's ``parse_config`` in every instance they are merged into."""
+    from edge.adapters.registry import AdapterLoadError, resolve
+
+    table = rep.require_table(value, "defaults")
+    child = rep.child("defaults")
+    out: dict[str, dict[str, Any]] = {}
+    for kind, keys in table.items():
+        try:
+            resolve(kind)
+        except AdapterLoadError as exc:
+            raise child.error(kind, str(exc)) from None
+        own = dict(child.require_table(keys, kind))
+        common = sorted(_COMMON_KEYS & own.keys())
+        if common:
+            raise child.child(kind).error(common[0], f"is per instance: set it in [[adapters.{kind}]]")
+        out[kind] = own
+    return out
+
+
 def parse_adapters(raw: Any, rep: KeyReporter) -> AdaptersSettings:
     """Parse the whole section; each instance table is validated by its kind's ``parse_config``."""
     from edge.adapters.registry import AdapterLoadError, resolve
 
     table: dict[str, Any] = dict(raw)
     kw: dict[str, Any] = {}
-    for key in _GLOBAL_KEYS & table.keys():
+    for key in _BACKOFF_KEYS & table.keys():
         kw[key] = rep.read(table, key, v.read_duration, minimum=0.01, maximum=3600.0)
+    defaults = _read_defaults(table.get("defaults", {}), rep)
     instances: list[AdapterInstanceSettings] = []
     names: set[str] = set()
     for kind, value in table.items():
@@ -115,7 +144,7 @@ def parse_adapters(raw: Any, rep: KeyReporter) -> AdaptersSettings:
             raise rep.error(kind, f"expected a table or an array of tables ([[adapters.{kind}]]), got {value!r}")
         for i, item in enumerate(items):
             label = f"{kind}[{i}]"
-            inst = dict(rep.require_table(item, label))
+            inst = {**defaults.get(kind, {}), **rep.require_table(item, label)}
             irep = rep.child(label)
             name = irep.read(inst, "name", v.read_str) if "name" in inst else f"{kind}{i}"
             if name in names:

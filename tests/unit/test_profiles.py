@@ -70,3 +70,35 @@ def test_smaller_boards_get_smaller_limits() -> None:
     assert zero.max_pending < pi5.max_pending
     assert zero.max_connections < pi5.max_connections
     assert zero.sections["store_forward"].fsync_interval > pi5.sections["store_forward"].fsync_interval
+
+
+def test_profile_adapter_defaults_fill_entries_and_entries_win(tmp_path: Path) -> None:
+    conf = tmp_path / "edge.toml"
+    conf.write_text(
+        '[[adapters.serial]]\ndevice = "n1"\ncodec = "jsonl"\n'
+        '[[adapters.serial]]\nport = "/dev/ttyUSB0"\ndevice = "n2"\ncodec = "lines"\n'
+        'codec_options = { pattern = "(?P<t>.+)" }\n'
+        "[[adapters.ble]]\n"
+    )
+    s = load_settings(conf, profile="rpi-zero2w")
+    first, second, ble = (i.options for i in s.sections["adapters"].instances)
+    assert (first.port, first.baudrate) == ("/dev/serial0", 115200)
+    assert (second.port, second.baudrate) == ("/dev/ttyUSB0", 115200)
+    assert (ble.adapter, ble.mode) == ("hci0", "passive")
+    assert load_settings(profile="rpi-zero2w").sections["adapters"].enabled is False  # defaults enable nothing
+
+
+@pytest.mark.parametrize(("table", "key", "needle"), [
+    ('[adapters.defaults.nosuch]\nport = "x"\n', "adapters.defaults.nosuch", "unknown adapter kind 'nosuch'"),
+    ('[adapters.defaults.serial]\nname = "x"\n', "adapters.defaults.serial.name", "is per instance"),
+    ('[adapters.defaults.serial]\nbaudrate = "fast"\n[[adapters.serial]]\ndevice = "d"\ncodec = "jsonl"\n'
+     'port = "/dev/x"\n', "adapters.serial[0].baudrate", ""),
+])
+def test_adapter_defaults_errors_name_file_and_key(tmp_path: Path, table: str, key: str, needle: str) -> None:
+    from edge.errors import ConfigError
+
+    conf = tmp_path / "edge.toml"
+    conf.write_text(table)
+    with pytest.raises(ConfigError) as info:
+        load_settings(conf)
+    assert str(info.value).startswith(f"{conf}: {key}: ") and needle in str(info.value)
