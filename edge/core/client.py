@@ -25,7 +25,14 @@ from edge.core.subscription import Subscription
 from edge.protocol import errors as E
 from edge.protocol.errors import ProtocolError
 from edge.protocol.parser import Parser
-from edge.protocol.subjects import is_valid_literal_subject, is_valid_queue, is_valid_subject
+from edge.protocol.subjects import (
+    RESERVED_FIRST,
+    is_reserved_reply,
+    is_reserved_subject,
+    is_valid_literal_subject,
+    is_valid_queue,
+    is_valid_subject,
+)
 
 if TYPE_CHECKING:
     from edge.core.server import Server
@@ -409,7 +416,8 @@ class ClientConnection(asyncio.Protocol):
     def on_pub(self, subject: bytes, reply: bytes | None, payload: bytes) -> None:
         self.in_msgs += 1
         self.in_bytes += len(payload)
-        if self.slow_path and not self._pub_checks(b"PUB", subject, reply, payload):
+        slow = self.slow_path or subject[0] in RESERVED_FIRST or (reply is not None and reply[0] in RESERVED_FIRST)
+        if slow and not self._pub_checks(b"PUB", subject, reply, payload):
             return
         if not self.route(self, subject, reply, 0, payload) and reply and self.no_responders:
             self._send_no_responders(subject, reply)
@@ -420,7 +428,8 @@ class ClientConnection(asyncio.Protocol):
             raise ProtocolError(None, "HPUB without headers support")
         self.in_msgs += 1
         self.in_bytes += len(data)
-        if self.slow_path and not self._pub_checks(b"HPUB", subject, reply, data):
+        slow = self.slow_path or subject[0] in RESERVED_FIRST or (reply is not None and reply[0] in RESERVED_FIRST)
+        if slow and not self._pub_checks(b"HPUB", subject, reply, data):
             return
         if self.router.route(self, subject, reply, header_len, data) == 0 and reply and self.no_responders:
             self._send_no_responders(subject, reply)
@@ -440,9 +449,15 @@ class ClientConnection(asyncio.Protocol):
         if self.pedantic and not is_valid_literal_subject(subject):
             # Pedantic clients get told, but the message is still processed (nats-server does so).
             self.send_err(E.ERR_INVALID_PUBLISH_SUBJECT)
+        if subject[0] in RESERVED_FIRST and is_reserved_subject(subject):
+            self.send_err(E.permissions_publish(subject.decode(errors="replace")))
+            return False
         if self.permissions is not None and not self.permissions.can_publish(subject, reply):
             # Not routed, the connection stays open (client.go pubPermissionViolation).
             self.send_err(E.permissions_publish(subject.decode(errors="replace")))
+            return False
+        if reply is not None and is_reserved_reply(reply):
+            self.send_err(E.permissions_publish_reply(reply.decode(errors="replace")))
             return False
         if self.verbose:
             self._send(_OK)

@@ -36,6 +36,11 @@ def permissions_subscribe(subject: str, queue: str | None = None) -> str:
     return f'Permissions Violation for Subscription to "{subject}"'
 
 
+def permissions_publish_reply(reply: str) -> str:
+    """A publish whose reply subject is reserved (nats-server replySubjectViolation)."""
+    return f'Permissions Violation for Publish with Reply of "{reply}"'
+
+
 def permissions_subscribe_revoked(subject: str, sid: str) -> str:
     """A subscription a reload's new permissions deny (nats-server processSubsOnConfigReload)."""
     return f'Permissions Violation for Subscription to "{subject}" (sid "{sid}")'

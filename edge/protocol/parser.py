@@ -30,6 +30,7 @@ from edge.protocol.errors import (
     ERR_UNKNOWN_OP,
     ProtocolError,
 )
+from edge.protocol.subjects import RESERVED_FIRST
 
 ParserKind = Literal["client", "leaf"]
 
@@ -173,7 +174,7 @@ class Parser:
         self.fast_msgs = 0
         self.fast_bytes = 0
         # Validated PUB control lines -> (subject, reply, size); bounded, cleared when full.
-        self._pub_lines: dict[bytes, tuple[bytes, bytes | None, int]] = {}
+        self._pub_lines: dict[bytes, tuple[bytes, bytes | None, int, bool]] = {}
 
     @property
     def buffered(self) -> int:
@@ -220,7 +221,7 @@ class Parser:
                     parsed = pub_lines.get(buf[pos:nl])
                     if parsed is None:
                         parsed = self._parse_pub_line(buf, pos, end, nl)
-                    subject, reply, size = parsed
+                    subject, reply, size, divert = parsed
                     start = nl + 1
                     stop = start + size
                     if stop + 2 > n:
@@ -231,8 +232,8 @@ class Parser:
                     if buf[stop] != 13 or buf[stop + 1] != 10:
                         raise ProtocolError(ERR_UNKNOWN_OP, "payload not followed by CRLF")
                     pos = stop + 2
-                    if route is None:
-                        on_pub(subject, reply, buf[start:stop])
+                    if route is None or divert:
+                        on_pub(subject, reply, buf[start:stop])  # the handler's full checks
                     else:
                         nmsgs += 1
                         nbytes += size
@@ -247,16 +248,19 @@ class Parser:
                 self.fast_msgs += nmsgs
                 self.fast_bytes += nbytes
 
-    def _parse_pub_line(self, buf: bytes, pos: int, end: int, nl: int) -> tuple[bytes, bytes | None, int]:
-        """Validate a ``PUB`` control line and remember it in the line cache."""
+    def _parse_pub_line(self, buf: bytes, pos: int, end: int, nl: int) -> tuple[bytes, bytes | None, int, bool]:
+        """Validate a ``PUB`` control line and remember it in the line cache as (subject, reply, size,
+        divert); ``divert``: a subject or reply that may be reserved, for the handler's ``on_pub`` to
+        check instead of the fast route."""
         if end - pos - 4 > self.max_control_line:
             raise ProtocolError(ERR_MAX_CONTROL_LINE)
         args = buf[pos + 4 : end].split()
         nargs = len(args)
         if nargs == 2:
-            parsed = (args[0], None, _size(args[1]))
+            parsed = (args[0], None, _size(args[1]), args[0][0] in RESERVED_FIRST)
         elif nargs == 3:
-            parsed = (args[0], args[1], _size(args[2]))
+            divert = args[0][0] in RESERVED_FIRST or args[1][0] in RESERVED_FIRST
+            parsed = (args[0], args[1], _size(args[2]), divert)
         else:
             raise ProtocolError(None, "PUB needs subject [reply] size")
         if parsed[2] > self.max_payload:

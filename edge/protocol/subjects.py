@@ -13,6 +13,28 @@ from typing import Final
 _BAD_CHARS: Final = re.compile(rb"[ \t\r\n\f\x00]")
 
 
+# Reply prefixes nats-server reserves (service-import replies, JetStream acks, gateway replies); a
+# client publishing with one gets 'Permissions Violation for Publish with Reply of ...' (isReservedReply).
+RESERVED_REPLY_PREFIXES: Final = (b"_R_.", b"$JS.ACK.", b"_GR_.")
+
+
+# Subject prefixes of gateway-routed replies (current and old form): clients may not publish to them
+# (nats-server hasGWRoutedReplyPrefix -> 'Permissions Violation for Publish to ...').
+RESERVED_SUBJECT_PREFIXES: Final = (b"_GR_.", b"$GR.")
+# First bytes of the reserved subject and reply prefixes: the parser's fast path hands a message with
+# such a subject or reply to the connection's full checks (an ``_INBOX.`` response is one of them).
+RESERVED_FIRST: Final = frozenset(p[0] for p in RESERVED_REPLY_PREFIXES + RESERVED_SUBJECT_PREFIXES)
+
+
+def is_reserved_subject(subject: bytes) -> bool:
+    return any(subject.startswith(p) and len(subject) > len(p) for p in RESERVED_SUBJECT_PREFIXES)
+
+
+def is_reserved_reply(reply: bytes) -> bool:
+    """``reply`` starts with a reserved prefix and has something after it (as nats-server checks)."""
+    return any(reply.startswith(p) and len(reply) > len(p) for p in RESERVED_REPLY_PREFIXES)
+
+
 def is_valid_subject(subject: bytes) -> bool:
     """A subscribe subject: wildcards allowed, ``>`` only as the last token."""
     if not subject or _BAD_CHARS.search(subject):

@@ -230,3 +230,25 @@ def test_repeated_connect_keeps_unnamed_options(any_server: ServerProcess) -> No
 )
 def test_fatal_errors_close_the_connection(any_server: ServerProcess, data: bytes, expected: bytes) -> None:
     assert closed_with(any_server, data) == expected
+
+
+@pytest.mark.parametrize("reply", [b"_R_.x", b"$JS.ACK.s.c.1", b"_GR_.g.r"])
+def test_reserved_reply_subjects_are_refused(any_server: ServerProcess, reply: bytes) -> None:
+    # Reserved for service imports, JetStream acks and gateways: a client may not use them as replies.
+    # Each form (fast path, pipelined, headers) is refused; the message reaches no one; the connection stays.
+    sent = (
+        QUIET_HDRS + b"SUB r.> 1\r\nPUB r.a %s 1\r\na\r\nPUB r.a %s 1\r\na\r\n"
+        b"HPUB r.b %s 12 13\r\nNATS/1.0\r\n\r\nb\r\nPUB r.c _R_ 1\r\nc\r\n" % (reply, reply, reply)
+    )
+    err = b"-ERR 'Permissions Violation for Publish with Reply of \"%s\"'\r\n" % reply
+    assert exchange(any_server, sent) == err * 3 + b"MSG r.c 1 _R_ 1\r\nc\r\nPONG\r\n"
+
+
+def test_gateway_reply_subjects_cannot_be_published(any_server: ServerProcess) -> None:
+    # lower-case "pub" takes the general parser path, "PUB" the fast one: both are checked.
+    sent = QUIET + (b"SUB _GR_.> 1\r\nSUB $GR.> 2\r\nSUB $GNR.> 3\r\n"
+                    b"PUB _GR_.x 1\r\na\r\npub $GR.y 1\r\nb\r\nPUB $GNR.z 1\r\nc\r\n")
+    assert exchange(any_server, sent) == (
+        b"-ERR 'Permissions Violation for Publish to \"_GR_.x\"'\r\n"
+        b"-ERR 'Permissions Violation for Publish to \"$GR.y\"'\r\nMSG $GNR.z 3 1\r\nc\r\nPONG\r\n"
+    )
