@@ -133,7 +133,9 @@ class Router:
             c = sub.conn
             if c is src and not c.echo:
                 continue
-            if c.kind:  # not a client connection: a leaf link or an internal client
+            if c.kind:  # not a client connection: a leaf link, an internal client or a permission filter
+                if getattr(c, "owner", None) is src and not src.echo:
+                    continue  # a filter (edge.security.permissions) standing in for the publisher itself
                 c.deliver(sub, subject, reply, hdr_len, data)
                 delivered += 1
                 sub.delivered += 1
@@ -178,6 +180,9 @@ class Router:
         for _ in range(len(members)):
             sub = group.pick()
             c = sub.conn
-            if (c is not src or c.echo) and not c.closed:
-                return sub
+            if c.closed or (c is src and not c.echo):
+                continue
+            if c.kind and getattr(c, "owner", None) is src and not src.echo:
+                continue  # a permission filter standing in for the publisher itself
+            return sub
         return None

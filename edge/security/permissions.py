@@ -222,8 +222,7 @@ class _FilteredDelivery:
 
     kind: Final = KIND_INTERNAL
     # The router skips a subscriber ``c`` when ``c is src and not c.echo``; this stand-in is never
-    # ``src``, so echo=False is honoured by the owner check in deliver() instead (not possible here:
-    # the router does not pass the publisher). Documented limitation: see the module docstring.
+    # ``src``: the router compares its ``owner`` with the publisher instead (echo=False honoured).
     echo: Final = True
 
     __slots__ = ("filter_deny", "owner", "perms")

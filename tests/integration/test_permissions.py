@@ -148,3 +148,20 @@ async def test_nats_py_request_reply_with_allow_responses(perm_server: ServerPro
     finally:
         await svc.close()
         await cli.close()
+
+
+@pytest.mark.parametrize("echo", [False, True])
+def test_echo_off_holds_for_filtered_subscriptions(perm_server: ServerProcess, echo: bool) -> None:
+    # "foo.*" overlaps dev's subscribe deny "foo.denied": its deliveries go through the deny filter,
+    # which must still honour echo=false for the publisher's own messages (plain and queue).
+    c = RawClient(perm_server.port)
+    opts = {"user": "dev", "pass": "p", "verbose": False, "pedantic": False, "protocol": 1, "echo": echo}
+    c.send(b"CONNECT " + json.dumps(opts).encode() + b"\r\nPING\r\n")
+    try:
+        assert c.read_until_pong() == b"PONG\r\n"
+        c.send(b"SUB foo.* 1\r\nPUB foo.e 2\r\nhi\r\nPING\r\n")
+        assert c.read_until_pong() == (b"MSG foo.e 1 2\r\nhi\r\nPONG\r\n" if echo else b"PONG\r\n")
+        c.send(b"UNSUB 1\r\nSUB foo.* v1 2\r\nPUB foo.q 2\r\nhi\r\nPING\r\n")
+        assert c.read_until_pong() == (b"MSG foo.q 2 2\r\nhi\r\nPONG\r\n" if echo else b"PONG\r\n")
+    finally:
+        c.close()
