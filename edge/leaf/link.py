@@ -173,7 +173,11 @@ class LeafLink(asyncio.Protocol):
         if self.closed:
             return
         if self.pings_out >= self.uplink.remote.ping_max:
-            self.close("stale connection (no PONG from hub)", err=ERR_STALE)
+            # A hub that stopped answering may not read what is queued either: give it the write
+            # deadline (nats-server's flush deadline) to take the -ERR, then drop the buffer rather
+            # than hold it, possibly MBs, for a frozen peer that would get it late.
+            self.close("stale connection (no PONG from hub)", err=ERR_STALE,
+                       abort_after=self.server.settings.write_deadline)
             return
         self.pings_out += 1
         self._ping_sent = time.monotonic()
@@ -186,8 +190,9 @@ class LeafLink(asyncio.Protocol):
         self.queue(b"PING\r\n")
         return self.pings_sent
 
-    def close(self, reason: str, err: str | None = None) -> None:
-        """Close the link (sending ``-ERR 'err'`` first when given); idempotent."""
+    def close(self, reason: str, err: str | None = None, abort_after: float | None = None) -> None:
+        """Close the link (sending ``-ERR 'err'`` first when given); idempotent. With ``abort_after``,
+        what is still unwritten that many seconds later is dropped and the socket reset."""
         if self.closed:
             return
         if not self.close_reason:
@@ -197,6 +202,8 @@ class LeafLink(asyncio.Protocol):
             if err:
                 self.transport.write(err_line(err))
             self.transport.close()
+            if abort_after is not None:
+                self.server.loop.call_later(abort_after, self.transport.abort)  # no-op once closed
         self._cleanup(reason)
 
     def abort(self, reason: str) -> None:
