@@ -270,6 +270,10 @@ class LeafLink(asyncio.Protocol):
         stats = self.uplink.stats
         stats.in_msgs += 1
         stats.in_bytes += len(payload)
+        import_ok = self.uplink.import_ok
+        if import_ok is not None and not import_ok(subject):
+            stats.dropped_denied_in += 1
+            return
         router = self.router
         router.in_msgs += 1  # the router leaves counting to its callers
         router.in_bytes += len(payload)
@@ -279,6 +283,10 @@ class LeafLink(asyncio.Protocol):
         stats = self.uplink.stats
         stats.in_msgs += 1
         stats.in_bytes += len(data)
+        import_ok = self.uplink.import_ok
+        if import_ok is not None and not import_ok(subject):
+            stats.dropped_denied_in += 1
+            return
         router = self.router
         router.in_msgs += 1
         router.in_bytes += len(data)

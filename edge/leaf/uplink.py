@@ -25,7 +25,7 @@ from edge import __version__
 from edge.config.leafnodes import LeafnodesSettings, LeafRemote, LeafURL
 from edge.leaf.backoff import Reconnect, delay_for_error
 from edge.leaf.credentials import CredentialsError, connect_credentials
-from edge.leaf.interest import LocalInterest, subject_filter
+from edge.leaf.interest import LocalInterest, SubjectFilter, subject_filter
 from edge.leaf.link import LeafHandshakeError, LeafLink
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ class LinkStats:
     dropped_down: int = 0  # would-be upstream messages published while the link was down
     dropped_slow: int = 0  # the hub could not keep up: outbound buffer full
     dropped_denied: int = 0  # deny_exports / hub export permissions
+    dropped_denied_in: int = 0  # from the hub on a deny_imports subject (the hub should not send them)
     dropped_too_big: int = 0  # larger than the hub's max_payload
     connected_total: float = 0.0  # seconds connected, closed sessions only
     last_error: str = ""
@@ -74,6 +75,9 @@ class Uplink:
         self.local = LocalInterest(subject_filter(None, self.deny_imports))
         self._export_ok = subject_filter(None, self.deny_exports)
         self._export_all = not self.deny_exports
+        # deny_imports goes to the hub as deny_pub, which nats-server enforces; checked again here so
+        # a hub that ignores it still cannot deliver denied subjects to local wildcard subscribers.
+        self.import_ok: SubjectFilter | None = subject_filter(None, self.deny_imports) if self.deny_imports else None
         self.link: LeafLink | None = None
         self._up: LeafLink | None = None
         self.stats = LinkStats()

@@ -303,3 +303,49 @@ async def test_handshake_bytes_and_loop_detection_against_a_scripted_hub(tmp_pat
         server.close()
         if edge is not None:
             assert edge.stop() == 0, edge.log()
+
+
+async def test_deny_imports_enforced_locally_against_a_hub_that_ignores_deny_pub(tmp_path: Path) -> None:
+    """A scripted hub (nats-server itself honours deny_pub, so only a fake can misbehave) sends messages
+    on a denied-import subject to our wildcard interest: they reach no local subscriber, others do."""
+    info = (b'INFO {"server_id":"NFAKE","server_name":"fake","version":"2.15.1","proto":3,"headers":true,'
+            b'"max_payload":1048576,"client_id":7,"leafnode_urls":["127.0.0.1:1"]} \r\n')
+    connects: asyncio.Queue[bytes] = asyncio.Queue()
+    interest = asyncio.Event()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        try:
+            writer.write(info)
+            connects.put_nowait(await asyncio.wait_for(reader.readline(), 5))
+            while line := await reader.readline():
+                if line.startswith(b"LS+ down.>"):
+                    interest.set()
+                elif line == b"PING\r\n":
+                    writer.write(b"PONG\r\n")
+        except (ConnectionError, TimeoutError):
+            pass
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    edge = None
+    try:
+        remote = f'urls = ["nats-leaf://127.0.0.1:{port}"]\ndeny_imports = ["down.private.>"]'
+        edge = start_edge(tmp_path / "edge", remote)
+        connect = json.loads((await asyncio.wait_for(connects.get(), 20))[len(b"CONNECT "):])
+        assert connect["deny_pub"] == ["down.private.>"]
+        nc = await nats.connect(edge.url)
+        sub = await nc.subscribe("down.>")
+        await nc.flush()
+        await asyncio.wait_for(interest.wait(), 20)
+        writers[-1].write(b"LMSG down.private.x 1\r\na\r\nLMSG down.ok 1\r\nb\r\n")
+        msg = await sub.next_msg(timeout=10)
+        assert (msg.subject, msg.data) == ("down.ok", b"b")  # down.private.x was sent first and dropped
+        await nc.close()
+    finally:
+        for w in writers:
+            w.close()
+        server.close()
+        if edge is not None:
+            assert edge.stop() == 0, edge.log()
