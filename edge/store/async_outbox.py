@@ -103,6 +103,11 @@ class AsyncOutbox:
     def stats(self) -> OutboxStats:
         return self.outbox.stats()
 
+    @property
+    def floor(self) -> int:
+        """``max(confirmed, dropped_through)`` (see :attr:`Outbox.floor`)."""
+        return self.outbox.floor
+
     async def async_read_batch(self, after_seq: int, max_records: int, max_bytes: int) -> list[Record]:
         """Records above ``after_seq`` in order; from memory on the loop, else from disk on the reader thread."""
         got = self.outbox.read_memory(after_seq, max_records, max_bytes)

@@ -10,7 +10,10 @@ full under ``reject_new``, with ``{"error": {"code": 503, ...}}``.
 
 The drain task waits for the link, then reads the outbox in seq order from the last confirmed
 position and queues records on the link as ``HMSG`` with a ``Nats-Msg-Id: <gateway>-<seq>`` header,
-paced by a token bucket (``replay_rate``) in batches of ``batch``. Confirmation:
+paced by a token bucket (``replay_rate``, burst 1/10 s) in batches of ``batch``. It reads ahead
+(:data:`READ_AHEAD_BATCHES` batches per read, so one reader-thread hop per several batches when the
+records come from disk) and frames each batch as one chunk of bytes queued on the link at once.
+Confirmation:
 
 * ``pong``: after each batch a PING; its PONG (PONGs answer PINGs in order) confirms the batch. At most
   :data:`MAX_PONG_BATCHES` batches are unconfirmed. On link loss the unconfirmed ones are sent again
@@ -60,6 +63,8 @@ ACK_WAIT: Final = 5.0  # seconds before unacknowledged jetstream records are sen
 MAX_DEFERRED: Final = 20_000  # covered publishes held while the writer is behind (BUSY); beyond: rejected
 MAX_PENDING_ACKS: Final = 200_000  # publisher acks waiting for durability; beyond: not answered (counted)
 MAX_BATCH_BYTES: Final = 1024 * 1024
+READ_AHEAD_BATCHES: Final = 4  # records read from the outbox at a time: this many batches ...
+READ_AHEAD_BYTES: Final = 2 * MAX_BATCH_BYTES  # ... or about this many bytes
 COVER_CACHE: Final = 4096
 ID_FILE: Final = "gateway.id"
 INBOX_PREFIX: Final = b"_SF."
@@ -480,10 +485,17 @@ class Forwarder:
         box = self.box
         settings = self.settings
         jet = settings.confirm == "jetstream"
-        bucket = TokenBucket(settings.replay_rate, settings.batch)
-        limit = link.uplink.remote.outbound_limit // 2
-        prefix = settings.jetstream_subject_prefix.encode()
-        gw = self.gateway + b"-"
+        # A burst of 1/10 s keeps a stall shorter than that (a disk read, a busy loop turn) from costing
+        # throughput: with a burst of one batch, tokens refilled during it were capped away.
+        bucket = TokenBucket(settings.replay_rate, max(settings.batch, settings.replay_rate // 10))
+        outbound_limit = link.uplink.remote.outbound_limit
+        limit = outbound_limit // 2
+        read_n = settings.batch * READ_AHEAD_BATCHES
+        # Read ahead: records read from the outbox (one read = several batches, one thread hop when
+        # from disk) and not sent yet; they are the records above `ahead_after` (minus any that fell
+        # below the floor since). A window reset (resend) makes win.sent differ: read again.
+        ahead: collections.deque[Record] = collections.deque()
+        ahead_after = -1
         while not link.closed:
             win = self._ackw if jet else self._pong
             assert win is not None
@@ -499,41 +511,111 @@ class Forwarder:
             n = settings.batch
             if jet:
                 n = min(n, win.max_outstanding - len(win.order))  # type: ignore[union-attr]
-            batch: list[Record] = await box.async_read_batch(win.sent, n, MAX_BATCH_BYTES)
-            if link.closed:
-                return
-            if not batch:
-                await self._wait(0.25)
-                continue
-            if win.sent >= batch[0].seq:  # the window was reset while reading: read again
-                continue
-            delay = bucket.delay(len(batch), time.monotonic())
+            if ahead_after != win.sent:
+                ahead.clear()
+                ahead_after = win.sent
+            floor = box.floor
+            while ahead and ahead[0].seq <= floor:  # dropped (age, full) since they were read
+                ahead.popleft()
+            if not ahead:
+                got: list[Record] = await box.async_read_batch(win.sent, max(n, read_n), READ_AHEAD_BYTES)
+                if link.closed:
+                    return
+                if not got:
+                    await self._wait(0.25)
+                    continue
+                if win.sent != ahead_after or win.sent >= got[0].seq:  # the window was reset while reading
+                    continue
+                ahead.extend(got)
+                continue  # the floor may have moved while reading
+            if link.hub_headers:
+                data, count, last, nbytes = self._encode(ahead, n, max(1, outbound_limit - link.out_size),
+                                                         jet, time.monotonic())
+            else:
+                data, count, last, nbytes = b"", 0, 0, 0
+            delay = bucket.delay(count or min(n, len(ahead)), time.monotonic())
             if delay > 0:
                 await asyncio.sleep(delay)  # pacing, not synchronisation
                 if link.closed:
                     return
-            last = 0
-            now = time.monotonic()
-            for rec in batch:
-                headers = with_msg_id(rec.headers, gw + b"%d" % rec.seq)
-                if jet:
-                    subject = prefix + b"." + rec.subject if prefix else rec.subject
-                    ok = link.send_msg(subject, self._inbox + b"%d" % rec.seq, len(headers),
-                                       headers + rec.payload, [])
-                else:
-                    ok = link.send_msg(rec.subject, None, len(headers), headers + rec.payload, [])
-                if not ok:
-                    break
-                last = rec.seq
-                if jet:
-                    self._ackw.record_sent(rec.seq, now)  # type: ignore[union-attr]
+            if data:
+                link.queue(data)
+            else:
+                count, last, nbytes = self._send_each(link, ahead, n, jet)
             if last:
-                self.forwarded += sum(1 for r in batch if r.seq <= last)
-                link.uplink.stats.out_msgs += sum(1 for r in batch if r.seq <= last)
+                ahead_after = last
+                self.forwarded += count
+                link.uplink.stats.out_msgs += count
+                link.uplink.stats.out_bytes += nbytes
                 if not jet:
                     self._pong.batch_sent(last, link.send_ping())  # type: ignore[union-attr]
             else:
                 await self._wait(0.05)
+
+    def _encode(self, ahead: collections.deque[Record], n: int, budget: int, jet: bool,
+                now: float) -> tuple[bytes, int, int, int]:
+        """Pop up to ``n`` records (about ``min(budget, MAX_BATCH_BYTES)`` bytes) from ``ahead`` and frame
+        them as one chunk of ``HMSG``s, each with its ``Nats-Msg-Id``; in jetstream mode each is also
+        entered in the ack window. Returns (wire bytes, records, last seq, header+payload bytes).
+        The same bytes :meth:`LeafLink.send_msg` would queue, without its per-message overhead.
+        """
+        budget = min(budget, MAX_BATCH_BYTES)
+        gw = self.gateway + b"-"
+        id_head = b"NATS/1.0\r\nNats-Msg-Id: " + gw
+        prefix = self.settings.jetstream_subject_prefix.encode() + b"." if jet else b""
+        if prefix == b".":
+            prefix = b""
+        inbox = self._inbox
+        ackw = self._ackw
+        parts: list[bytes] = []
+        append = parts.append
+        pop = ahead.popleft
+        total = nbytes = count = seq = 0
+        while ahead and count < n and total < budget:
+            rec = pop()
+            seq = rec.seq
+            sid = b"%d" % seq
+            h = rec.headers
+            headers = with_msg_id(h, gw + sid) if h else id_head + sid + b"\r\n\r\n"
+            payload = rec.payload
+            hl = len(headers)
+            size = hl + len(payload)
+            if jet:
+                line = b"HMSG %b%b %b%b %d %d\r\n%b%b\r\n" % (
+                    prefix, rec.subject, inbox, sid, hl, size, headers, payload)
+                ackw.record_sent(seq, now)  # type: ignore[union-attr]
+            else:
+                line = b"HMSG %b %d %d\r\n%b%b\r\n" % (rec.subject, hl, size, headers, payload)
+            append(line)
+            total += len(line)
+            nbytes += size
+            count += 1
+        return b"".join(parts), count, seq, nbytes
+
+    def _send_each(self, link: LeafLink, ahead: collections.deque[Record], n: int,
+                   jet: bool) -> tuple[int, int, int]:
+        """One message at a time through :meth:`LeafLink.send_msg` (a hub without header support)."""
+        gw = self.gateway + b"-"
+        prefix = self.settings.jetstream_subject_prefix.encode()
+        now = time.monotonic()
+        count = last = nbytes = 0
+        while ahead and count < n:
+            rec = ahead[0]
+            headers = with_msg_id(rec.headers, gw + b"%d" % rec.seq)
+            if jet:
+                subject = prefix + b"." + rec.subject if prefix else rec.subject
+                ok = link.send_msg(subject, self._inbox + b"%d" % rec.seq, len(headers), headers + rec.payload, [])
+            else:
+                ok = link.send_msg(rec.subject, None, len(headers), headers + rec.payload, [])
+            if not ok:
+                break
+            ahead.popleft()
+            last = rec.seq
+            count += 1
+            nbytes += len(headers) + len(rec.payload)
+            if jet:
+                self._ackw.record_sent(rec.seq, now)  # type: ignore[union-attr]
+        return count, last, nbytes
 
     # -- visibility -----------------------------------------------------------------------------
 

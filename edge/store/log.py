@@ -477,6 +477,11 @@ class Outbox:
         return self._next_seq - 1
 
     @property
+    def floor(self) -> int:
+        """``max(confirmed, dropped_through)``: records at or below it are gone for readers (no lock)."""
+        return max(self._confirmed, self._dropped_through)
+
+    @property
     def durable_seq(self) -> int:
         return self._durable_seq
 
@@ -543,8 +548,11 @@ class Outbox:
         have_some: bool,
     ) -> tuple[list[Record], int, bool]:
         """Records of one segment in [start, stop]: (records, their bytes, a limit was reached)."""
-        k = bisect.bisect_right(seg.idx_seq, start, 0, nidx) - 1
-        offset = seg.idx_off[max(k, 0)]
+        k = max(bisect.bisect_right(seg.idx_seq, start, 0, nidx) - 1, 0)
+        offset = seg.idx_off[k]
+        # Seqs are consecutive within a segment: the checkpoint's seq tells how many frames precede
+        # `start`, so only those and the ones wanted are decoded (not the whole chunk).
+        skip = max(0, start - seg.idx_seq[k]) if nidx else 0
         out: list[Record] = []
         used = 0
         chunk = READ_CHUNK
@@ -553,7 +561,8 @@ class Outbox:
                 while offset < size and len(out) < max_records:
                     fh.seek(offset)
                     buf = fh.read(min(chunk, size - offset))
-                    recs, end, err = scan_records(buf)
+                    recs, end, err = scan_records(buf, 0, skip + max_records - len(out))
+                    skip = 0
                     for rec in recs:
                         if rec.seq < start:
                             continue

@@ -23,6 +23,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from edge.store import Outbox, OutboxOptions
+from edge.store.forwarder import MAX_PONG_BATCHES
 from edge.store.inspect import inspect_store
 from tests.support.processes import ServerProcess, free_port, start_nats_edge, start_nats_server
 from tests.support.proxy import Proxy
@@ -68,12 +69,28 @@ class Rig:
         self.clients: list[Client] = []
         self.outbox = tmp / "outbox"
         self.conf = tmp / "edge" / "edge.toml"
+        self.hub_config = ""
 
     async def start_hub(self, js: bool = False) -> None:
         leaf_port = free_port()
         (self.tmp / "hub").mkdir(exist_ok=True)
-        self.hub = start_nats_server(self.tmp / "hub", config=hub_conf(leaf_port, self.tmp / "hub", js))
+        self.hub_config = hub_conf(leaf_port, self.tmp / "hub", js)
+        self.hub = start_nats_server(self.tmp / "hub", config=self.hub_config)
         self.proxy = await Proxy("127.0.0.1", leaf_port).start()
+
+    def kill_hub(self) -> None:
+        """SIGKILL the hub (no shutdown, no flush) and wait for it to be gone."""
+        assert self.hub is not None
+        self.hub.kill()
+
+    def restart_hub(self) -> ServerProcess:
+        """A new hub process with the same config: same leaf and monitoring ports, same JetStream store_dir.
+
+        The client port is random (``-p -1``), so hub-side clients connect again to ``hub.url``.
+        """
+        assert self.hub is not None and self.hub.proc.poll() is not None, "kill_hub() first"
+        self.hub = start_nats_server(self.tmp / "hub", config=self.hub_config)
+        return self.hub
 
     def start_edge(self, sf_extra: str = "", leaf_extra: str = "") -> ServerProcess:
         assert self.proxy is not None
@@ -392,6 +409,120 @@ async def test_live_traffic_flows_during_long_replay(rig: Rig) -> None:
     assert len(at_hub) < backlog, "the replay is still running"
     await until(lambda: len(at_hub) >= backlog, 60, "replay done")
     assert [int(m.data) for m in at_hub] == list(range(backlog))
+
+
+async def _cut_and_store(rig: Rig, n: int, subject: str = "telemetry.gw1.h") -> Client:
+    """Edge up, link cut, ``n`` covered messages stored (payload = index). Returns the local publisher."""
+    assert rig.hub is not None and rig.proxy is not None and rig.edge is not None
+    await wait_leaf(rig.hub)
+    pub = await rig.connect(rig.edge)
+    rig.proxy.cut()
+    await wait_leaf(rig.hub, up=False)
+    for i in range(n):
+        await pub.publish(subject, b"%d" % i)
+    await pub.flush()
+    await until(lambda: rig.metrics().get("appended") == n, 20, f"{n} records appended")
+    return pub
+
+
+async def test_hub_killed_and_restarted_during_replay_pong(rig: Rig) -> None:
+    batch = 500
+    await rig.start_hub()
+    assert rig.hub is not None and rig.proxy is not None
+    before = await hub_collector(await rig.connect(rig.hub))
+    # Paced so that the kill lands in the middle of the replay even on a fast machine.
+    rig.start_edge(f"replay_rate = 5000\nbatch = {batch}")
+    await _cut_and_store(rig, N_CUT)
+    rig.proxy.restore()
+    rig.proxy.slow(0.1)  # PONGs come late: the unconfirmed window is full when the hub dies
+    await until(lambda: len(before) >= 4000, 30, "the hub has part of the backlog")
+    rig.kill_hub()
+    # Keep the gateway out until the restarted hub has its subscriber again: in pong mode a PONG
+    # confirms that the hub took the messages, not that anyone was subscribed (they would be lost).
+    rig.proxy.cut()
+    hub = rig.restart_hub()
+    after = await hub_collector(await rig.connect(hub))
+    rig.proxy.restore()
+    await until(lambda: bool(after) and int(after[-1].data) == N_CUT - 1, 60, "the rest reaches the new hub")
+    await until(lambda: rig.metrics().get("depth_msgs") == 0, 20, "everything confirmed")
+    old = [int(m.data) for m in before]
+    new = [int(m.data) for m in after]
+    assert 4000 <= len(old) < N_CUT, "the hub died in the middle of the replay"
+    # Before the kill: an in-order prefix. After: in order from the first unconfirmed record to the end.
+    assert old == list(range(len(old)))
+    assert new == list(range(new[0], N_CUT))
+    assert new[0] <= len(old), f"gap: the old hub got up to {len(old) - 1}, the new one starts at {new[0]}"
+    duplicates = len(old) - new[0]
+    print(f"hub restart: {len(old)} before, {len(new)} after, {duplicates} duplicates "
+          f"(seqs {new[0]}..{len(old) - 1})")
+    assert duplicates <= MAX_PONG_BATCHES * batch  # only the unconfirmed window goes again
+    assert {msg_id(m) for m in after[:duplicates]} == {f"gw1-{i + 1}" for i in range(new[0], len(old))}
+    m = rig.metrics()
+    assert m["appended"] == N_CUT and m["confirmed"] == N_CUT and m["dropped"] == 0
+    assert m["resent"] >= duplicates
+
+
+async def test_hub_killed_and_restarted_during_replay_jetstream(rig: Rig) -> None:
+    await rig.start_hub(js=True)
+    assert rig.hub is not None and rig.proxy is not None
+    js = (await rig.connect(rig.hub)).jetstream()
+    await js.add_stream(name="EDGE", subjects=["telemetry.>"])  # file storage under the hub's store_dir
+    rig.start_edge('confirm = "jetstream"\nstream = "EDGE"\nbatch = 1000\nreplay_rate = 5000')
+    await _cut_and_store(rig, N_CUT)
+    rig.proxy.restore()
+
+    async def stream_msgs(ctx) -> int:  # type: ignore[no-untyped-def]
+        return int((await ctx.stream_info("EDGE")).state.messages)
+
+    await until_async(lambda: _ge(lambda: stream_msgs(js), 4000), 30)
+    stored_at_kill = await stream_msgs(js)
+    rig.kill_hub()
+    assert stored_at_kill < N_CUT, "the hub died in the middle of the replay"
+    hub = rig.restart_hub()
+    js2 = (await rig.connect(hub)).jetstream()
+    await until_async(lambda: _ge(lambda: stream_msgs(js2), N_CUT), 60)
+    await until(lambda: rig.metrics().get("depth_msgs") == 0, 30, "everything confirmed by PubAck")
+    info = await js2.stream_info("EDGE")
+    assert (info.state.messages, info.state.first_seq, info.state.last_seq) == (N_CUT, 1, N_CUT)
+    got: list[int] = []
+    ids: set[str] = set()
+
+    async def on_msg(msg: Msg) -> None:
+        got.append(int(msg.data))
+        ids.add(msg_id(msg))
+
+    sub = await js2.subscribe("telemetry.>", cb=on_msg, ordered_consumer=True)
+    await until(lambda: len(got) >= N_CUT, 60, "the whole stream read back")
+    await sub.unsubscribe()
+    assert got == list(range(N_CUT))  # exactly once, in order: the stream dropped the resent copies
+    assert ids == {f"gw1-{i}" for i in range(1, N_CUT + 1)}
+    m = rig.metrics()
+    assert m["confirmed"] == N_CUT and m["puback_errors"] == 0
+
+
+async def test_max_age_expires_records_while_the_link_is_cut(rig: Rig) -> None:
+    old_n, new_n = 300, 200
+    await rig.start_hub()
+    assert rig.hub is not None and rig.proxy is not None
+    at_hub = await hub_collector(await rig.connect(rig.hub))
+    # Expiry is by whole segments (rolled every max_age/16) in the writer's cycle, at least every 5 s.
+    rig.start_edge('max_age = "3s"')
+    pub = await _cut_and_store(rig, old_n, "telemetry.gw1.old")
+    await until(lambda: rig.metrics().get("dropped_age") == old_n, 20, "the old records expire")
+    m = rig.metrics()
+    assert (m["depth_msgs"], m["dropped"], m["confirmed"]) == (0, old_n, 0)
+    for i in range(new_n):
+        await pub.publish("telemetry.gw1.new", b"%d" % i)
+    await pub.flush()
+    await until(lambda: rig.metrics().get("appended") == old_n + new_n, 10, "the new records appended")
+    assert rig.metrics()["depth_msgs"] == new_n
+    rig.proxy.restore()
+    await until(lambda: rig.metrics().get("confirmed") == new_n, 20, "the new records confirmed by the hub")
+    await until(lambda: len(at_hub) >= new_n, 10, "the new records at the hub")
+    assert [(m.subject, int(m.data)) for m in at_hub] == [("telemetry.gw1.new", i) for i in range(new_n)]
+    assert [msg_id(m) for m in at_hub[:1]] == [f"gw1-{old_n + 1}"]
+    m = rig.metrics()
+    assert (m["dropped_age"], m["dropped"], m["depth_msgs"], m["dropped_full"]) == (old_n, old_n, 0, 0)
 
 
 def test_outbox_command_with_broker_stopped(tmp_path: Path) -> None:

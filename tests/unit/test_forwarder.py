@@ -1,11 +1,19 @@
-"""The forwarder's pure parts: pacing, pong and PubAck windows, the Nats-Msg-Id header."""
+"""The forwarder's pure parts: pacing, pong and PubAck windows, the Nats-Msg-Id header, the batch encoder."""
 
 from __future__ import annotations
 
+import collections
+from pathlib import Path
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.store.forwarder import AckWindow, PongWindow, TokenBucket, with_msg_id
+from edge.config.store_forward import StoreForwardSettings
+from edge.leaf.link import LeafLink
+from edge.store.forwarder import AckWindow, Forwarder, PongWindow, TokenBucket, with_msg_id
+from edge.store.log import Outbox, OutboxOptions
+from edge.store.record import Record
 
 
 def test_with_msg_id_adds_or_keeps() -> None:
@@ -65,3 +73,89 @@ def test_ack_window_any_ack_order_confirms_everything(order: list[int]) -> None:
         assert w.confirmed == best
         assert all(x in set(order[: order.index(s) + 1]) for x in range(1, best + 1))
     assert best == 40 and not w.order and not w.acked
+
+
+# -- the batch encoder: the same bytes as one LeafLink.send_msg per record ------------------------
+
+
+class _FakeUplink:
+    def __init__(self) -> None:
+        self.remote = type("R", (), {"outbound_limit": 1 << 30})()
+
+
+def _fake_link() -> LeafLink:
+    link = LeafLink.__new__(LeafLink)
+    link.out, link.out_size, link.hub_headers, link.closed = [], 0, True, False
+    link.uplink = _FakeUplink()  # type: ignore[assignment]
+    link.router = type("Rt", (), {"mark_dirty": lambda self, _c: None})()  # type: ignore[assignment]
+    return link
+
+
+def _forwarder(confirm: str = "pong", prefix: str = "") -> Forwarder:
+    settings = StoreForwardSettings(subjects=("t.>",), confirm=confirm,  # type: ignore[arg-type]
+                                    jetstream_subject_prefix=prefix)
+    fw = Forwarder(None, settings, "", None)  # type: ignore[arg-type]
+    fw.gateway = b"gw1"
+    fw._inbox = b"_SF.abc."
+    if confirm == "jetstream":
+        fw._ackw = AckWindow(0, 1000)
+    return fw
+
+
+RECS = [
+    Record(1, 0, b"t.a", b"", b"", b"hello"),
+    Record(2, 0, b"t.b", b"", b"NATS/1.0\r\nX: y\r\n\r\n", b""),
+    Record(7, 0, b"t.c", b"_INBOX.r", b"NATS/1.0\r\nNats-Msg-Id: mine\r\n\r\n", b"x" * 300),
+    Record(123456, 0, b"t.d", b"", b"", b"\r\nPUB t.x 1\r\n"),
+]
+
+
+@pytest.mark.parametrize(("confirm", "prefix"), [("pong", ""), ("jetstream", ""), ("jetstream", "up")])
+def test_encode_matches_send_msg_per_record(confirm: str, prefix: str) -> None:
+    fast = _forwarder(confirm, prefix)
+    data, count, last, nbytes = fast._encode(collections.deque(RECS), 100, 1 << 20, confirm == "jetstream", 1.0)
+    slow = _forwarder(confirm, prefix)
+    link = _fake_link()
+    left = collections.deque(RECS)
+    assert slow._send_each(link, left, 100, confirm == "jetstream") == (count, last, nbytes)
+    assert data == b"".join(link.out)
+    assert (count, last, not left) == (4, 123456, True)
+    assert b"HMSG t.a 32 37\r\nNATS/1.0\r\nNats-Msg-Id: gw1-1\r\n\r\nhello\r\n" in data or confirm != "pong"
+    assert b"Nats-Msg-Id: mine" in data and b"gw1-7" not in data  # a publisher's own id is kept
+    if confirm == "jetstream":
+        assert fast._ackw is not None and list(fast._ackw.order) == [1, 2, 7, 123456]
+        subj = b"up.t.d" if prefix else b"t.d"
+        assert b"HMSG " + subj + b" _SF.abc.123456 " in data
+
+
+def test_encode_stops_at_count_and_byte_budget() -> None:
+    fw = _forwarder()
+    ahead = collections.deque(RECS)
+    _, count, last, _ = fw._encode(ahead, 2, 1 << 20, False, 0.0)
+    assert (count, last, [r.seq for r in ahead]) == (2, 2, [7, 123456])
+    _, count, last, _ = fw._encode(ahead, 100, 1, False, 0.0)  # at least one record, even over budget
+    assert (count, last, [r.seq for r in ahead]) == (1, 7, [123456])
+
+
+def test_large_reads_from_disk_across_index_checkpoints(tmp_path: Path) -> None:
+    """The forwarder reads ahead in large reads; from disk they start at a checkpoint and decode only
+    what is asked for. Every start position and size must give exactly the next records in order."""
+    box = Outbox(tmp_path, OutboxOptions(fsync_interval=60.0, fsync_every=10**6, window_bytes=0,
+                                         segment_bytes=256 * 1024, max_bytes=1 << 24))
+    try:
+        n = 5000  # ~150 B frames: ~3 segments of ~1700 records, ~4 checkpoints each
+        for i in range(n):
+            assert box.append(b"t.x", b"%0100d" % i) == i + 1
+        assert box.flush(10)
+        assert box.read_memory(0, 10, 1 << 20) is None  # from the files
+        for after in (0, 1, 436, 437, 438, 1700, 1747, 3000, 4990):
+            for want in (1, 500, 2000):
+                got = box.read_batch(after, want, 2 << 20)
+                expect = list(range(after + 1, min(n, after + want) + 1))
+                assert [r.seq for r in got] == expect, (after, want)
+                assert all(int(r.payload) == r.seq - 1 for r in got)
+        box.confirm(2500)
+        assert [r.seq for r in box.read_batch(100, 3, 1 << 20)] == [2501, 2502, 2503]  # above the floor
+        assert box.floor == 2500
+    finally:
+        box.close()
