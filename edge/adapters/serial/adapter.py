@@ -10,7 +10,9 @@ Codecs (``firmware_bridge.codecs``):
   parser, limits and permissions as TCP). ``frames`` decodes COBS/CRC frames before the parser and
   wraps outbound bytes as frames carrying whole ops (:class:`OpSplitter`). When the broker closes the
   connection (protocol error, stale, slow consumer) a fresh connection is attached to the still-open
-  port; the device's subscriptions are gone then and it must resubscribe (it gets ``-ERR`` first).
+  port and the device's session is restored on it (:class:`DeviceSession`: its CONNECT options and
+  subscriptions, with what remains of auto-unsubscribe limits): over a UART the device never sees a
+  close, only the ``-ERR`` (if any) and a new ``INFO``, so it keeps receiving without resubscribing.
   With ``user = "name"`` every such connection is bound to that user of ``[authorization]`` before it
   starts (no CONNECT credentials: the port is the credential), so it has exactly that user's
   permissions; a denied PUB/SUB gets the permissions ``-ERR`` down the line and the port stays open.
@@ -26,17 +28,19 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from edge.adapters.base import Adapter
 from edge.adapters.serial.config import PROTOCOL_CODECS, SerialConfig, parse_serial
+from edge.core.client import ClientConnection
+from edge.protocol.errors import ProtocolError
 
 if TYPE_CHECKING:
     from edge.config.loader import KeyReporter
-    from edge.core.client import ClientConnection
     from firmware_bridge.readings import Reading
 
-__all__ = ["OpSplitter", "SerialAdapter"]
+__all__ = ["DeviceSession", "OpSplitter", "SerialAdapter"]
 
 RECONNECT_DELAY: Final = 0.2  # before attaching a new client connection after the broker closed one
 MAX_SPLIT_BUFFER: Final = 1 << 20
@@ -44,6 +48,54 @@ MAX_SPLIT_BUFFER: Final = 1 << 20
 
 class PortLost(Exception):
     """The port went away (read error, EOF, path re-pointed)."""
+
+
+# CONNECT options a connection keeps as attributes of the same name.
+_SESSION_OPTIONS: Final = ("verbose", "pedantic", "echo", "headers", "no_responders", "protocol", "name", "lang",
+                           "version")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSession:
+    """What a device set up on its connection, to restore on the port's next connection: CONNECT options
+    (with the credentials it sent) and subscriptions (subject, queue, sid, remaining auto-unsubscribe
+    count, 0 = none)."""
+
+    options: dict[str, Any]
+    subs: tuple[tuple[bytes, bytes | None, bytes, int], ...]
+
+    @classmethod
+    def capture(cls, conn: ClientConnection) -> DeviceSession | None:
+        if not conn.connected:
+            return None  # no CONNECT yet: nothing to restore
+        options = {k: getattr(conn, k) for k in _SESSION_OPTIONS}
+        options.update(conn.credentials)
+        subs = tuple((s.subject, s.queue, s.sid, s.max_msgs - s.delivered if s.max_msgs else 0)
+                     for s in conn.subs.values())
+        return cls(options, subs)
+
+    def restore(self, conn: ClientConnection) -> None:
+        """Replay on a fresh connection without answering the device (no +OK). Raises ProtocolError
+        when the CONNECT is refused now (credentials no longer valid)."""
+        conn.on_connect({**self.options, "verbose": False})
+        for subject, queue, sid, remaining in self.subs:
+            conn.on_sub(subject, queue, sid)
+            if remaining > 0:
+                conn.on_unsub(sid, remaining)
+        conn.verbose = bool(self.options["verbose"])
+        conn._update_slow_path()
+
+
+class _PortConnection(ClientConnection):
+    """A port's client connection: captures the device's session as it closes (before the cleanup
+    drops the subscriptions)."""
+
+    session: DeviceSession | None = None
+
+    def _cleanup(self, reason: str) -> None:
+        if not self.closed:
+            self.session = DeviceSession.capture(self)
+        super()._cleanup(reason)
 
 
 class OpSplitter:
@@ -164,6 +216,7 @@ class _PortSession:
         self._drain_handle: asyncio.Handle | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._reconnect_handle: asyncio.TimerHandle | None = None
+        self._restore: DeviceSession | None = None  # of the connection the broker closed
         self.devices: set[str] = {self.cfg.device}
 
     # -- start/stop -----------------------------------------------------------------------------
@@ -311,17 +364,26 @@ class _PortSession:
     # -- output (protocol codecs) ---------------------------------------------------------------
 
     def _attach_connection(self) -> None:
-        from edge.core.client import ClientConnection
-
         self._reconnect_handle = None
         if self.closed or self.lost.done():
             return
-        conn = ClientConnection(self.ctx.server)
+        conn = _PortConnection(self.ctx.server)
         if self.cfg.user is not None and not self._bind_user(conn):
             return  # no connection: what the device sends is dropped and counted (bytes_dropped)
         self.conn = conn
-        self.conn.connection_made(_SerialTransport(self, frames=self.cfg.codec == "frames"))  # type: ignore[arg-type]
+        conn.connection_made(_SerialTransport(self, frames=self.cfg.codec == "frames"))  # type: ignore[arg-type]
         self.adapter.stats["connections"] += 1
+        restore, self._restore = self._restore, None
+        if restore is not None and not conn.closed:
+            try:
+                restore.restore(conn)
+            except ProtocolError as exc:
+                self.ctx.log.warning("serial %s: the device's session was not restored: %s", self.cfg.port,
+                                     exc.text or exc)
+                return
+            self.adapter.stats["sessions_restored"] += 1
+            self.ctx.log.info("serial %s: device session restored on a new connection (%d subscriptions)",
+                              self.cfg.port, len(restore.subs))
 
     def _bind_user(self, conn: ClientConnection) -> bool:
         """Bind ``conn`` to the port's user; False (logged, fail closed: no connection) if impossible."""
@@ -338,6 +400,8 @@ class _PortSession:
         """The broker closed the client connection; flush what it queued and attach a new one soon."""
         if self.closed:
             return
+        if isinstance(self.conn, _PortConnection):
+            self._restore = self.conn.session
         self.conn = None
         self.adapter.stats["reconnects"] += 1
         self._reconnect_handle = self.loop.call_later(RECONNECT_DELAY, self._attach_connection)
@@ -389,7 +453,8 @@ class SerialAdapter(Adapter):
         super().__init__(config, ctx)
         self.stats: dict[str, int] = dict.fromkeys(
             ("opens", "open_failures", "losses", "bytes_in", "bytes_out", "bytes_dropped", "readings",
-             "readings_dropped", "pauses", "connections", "reconnects", "codec_errors", "devices_dropped"),
+             "readings_dropped", "pauses", "connections", "reconnects", "sessions_restored", "codec_errors",
+             "devices_dropped"),
             0,
         )
         self.session: _PortSession | None = None
