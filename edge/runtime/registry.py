@@ -10,7 +10,8 @@ bounded, synchronous object with no broker imports; :meth:`DeviceRegistry.attach
 
 Request: any payload; an optional JSON object filters: ``{"adapter": "mdns", "state": "online"}``.
 Reply: ``{"gateway": .., "devices": [{"adapter", "device", "state", "first_seen", "last_seen", "info"}],
-"count": n, "evicted": n}`` with times as ISO-8601 UTC strings; devices sorted by adapter then id.
+"count": n, "evicted": n}`` with times as ISO-8601 UTC strings; devices sorted by adapter then id. A
+reply that would exceed max_payload lists the first devices that fit and says ``"truncated": n``.
 When full, the least recently seen device is evicted (counted).
 """
 
@@ -186,8 +187,22 @@ class DeviceRegistry:
         self.requests += 1
         if not msg.reply or self._client is None:
             return
-        body = json.dumps(self.snapshot(msg.payload), separators=(",", ":"), default=str).encode()
-        self._client.publish(msg.reply, body)
+        self._client.publish(msg.reply, self.reply_body(msg.payload, self._client.server.settings.max_payload))
+
+    def reply_body(self, query: bytes, limit: int) -> bytes:
+        """The JSON reply, cut to ``limit`` bytes (the broker's max_payload, which clients also enforce):
+        the devices that do not fit are left out and counted in ``"truncated"``, with ``count`` still
+        the total, so a caller knows to narrow the query (``{"adapter": ...}``, ``{"state": ...}``)."""
+        doc = self.snapshot(query)
+        body = json.dumps(doc, separators=(",", ":"), default=str).encode()
+        devices = doc["devices"]
+        keep = len(devices)
+        while len(body) > limit and keep > 0:
+            keep = keep * limit // len(body) if keep > 1 else 0  # proportional cut, then re-measure
+            doc["devices"] = devices[:keep]
+            doc["truncated"] = len(devices) - keep
+            body = json.dumps(doc, separators=(",", ":"), default=str).encode()
+        return body
 
 
 def ensure_registry(broker: Any) -> DeviceRegistry:

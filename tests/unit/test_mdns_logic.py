@@ -156,6 +156,20 @@ def test_registry_bounded_filtered_and_merged() -> None:
     assert iso_ts(1764158400.5) == "2025-11-26T12:00:00.500Z"
 
 
+def test_registry_reply_is_cut_to_max_payload() -> None:
+    reg = DeviceRegistry("gw")
+    for i in range(400):
+        reg.report("mdns", f"dev{i:03d}", "online", {"txt": "x" * 100}, now=1.0)
+    full = reg.reply_body(b"", 1 << 20)
+    assert "truncated" not in json.loads(full) and len(json.loads(full)["devices"]) == 400
+    cut = reg.reply_body(b"", 8192)
+    doc = json.loads(cut)
+    assert len(cut) <= 8192 and doc["count"] == 400
+    assert doc["truncated"] == 400 - len(doc["devices"]) > 0
+    assert [d["device"] for d in doc["devices"]] == [f"dev{i:03d}" for i in range(len(doc["devices"]))]
+    assert json.loads(reg.reply_body(b"", 10))["devices"] == []  # nothing fits: an empty, counted list
+
+
 def _load(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
     conf = tmp_path / "edge.toml"
     conf.write_text(text)
