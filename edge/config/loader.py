@@ -78,6 +78,7 @@ _SERVER_KEYS: Final[dict[str, _Key]] = {
     "max_pending": _Key(v.read_size, "max_pending", (("minimum", 1024),)),
     "max_connections": _Key(v.read_int, "max_connections", (("minimum", 0),)),
     "max_subscriptions": _Key(v.read_int, "max_subscriptions", (("minimum", 0),)),
+    "max_closed_clients": _Key(v.read_int, "max_closed_clients", (("minimum", 0), ("maximum", 1_000_000))),
     "ping_interval": _Key(v.read_duration, "ping_interval", (("minimum", 0.01),)),
     "ping_max": _Key(v.read_int, "ping_max", (("minimum", 1),)),
     "write_deadline": _Key(v.read_duration, "write_deadline", (("minimum", 0.001),)),

@@ -17,6 +17,7 @@ MAX_PAYLOAD: Final = 1024 * 1024  # MAX_PAYLOAD_SIZE
 MAX_CONTROL_LINE: Final = 4096  # MAX_CONTROL_LINE_SIZE
 MAX_PENDING: Final = 64 * 1024 * 1024  # MAX_PENDING_SIZE
 MAX_CONNECTIONS: Final = 64 * 1024  # DEFAULT_MAX_CONNECTIONS
+MAX_CLOSED_CLIENTS: Final = 10_000  # DEFAULT_MAX_CLOSED_CLIENTS: the /connz?state=closed ring
 PING_INTERVAL: Final = 120.0  # DEFAULT_PING_INTERVAL, 2 minutes
 PING_MAX: Final = 2  # DEFAULT_PING_MAX_OUT
 WRITE_DEADLINE: Final = 10.0  # DEFAULT_FLUSH_DEADLINE
@@ -57,6 +58,7 @@ class Settings:
     max_pending: int = MAX_PENDING
     max_connections: int = MAX_CONNECTIONS
     max_subscriptions: int = 0  # 0 = unlimited
+    max_closed_clients: int = MAX_CLOSED_CLIENTS  # 0 = keep none
     ping_interval: float = PING_INTERVAL
     ping_max: int = PING_MAX
     write_deadline: float = WRITE_DEADLINE

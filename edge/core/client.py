@@ -334,11 +334,11 @@ class ClientConnection(asyncio.Protocol):
             if handle is not None:
                 handle.cancel()
         self._ping_handle = self._auth_handle = self._deadline_handle = None
+        self.server.unregister(self, reason)  # first: the closed-connection record lists the subscriptions
         subs = list(self.subs.values())
         self.subs.clear()
         self.server.remove_subscriptions(subs)
         self.out.clear()
-        self.server.unregister(self, reason)
 
     # -- timers ---------------------------------------------------------------------------------
 

@@ -15,7 +15,9 @@ import os
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from edge import __version__
@@ -59,6 +61,32 @@ def _bind_literal(host: str, port: int) -> socket.socket | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class ClosedConnection:
+    """What ``/connz?state=closed`` shows of a client connection after it is gone."""
+
+    cid: int
+    host: str
+    port: int
+    start: float
+    stop: float
+    reason: str
+    rtt: float
+    in_msgs: int
+    out_msgs: int
+    in_bytes: int
+    out_bytes: int
+    name: str
+    lang: str
+    version: str
+    user: str | None
+    subs: tuple[str, ...]  # the subjects it was subscribed to when it closed
+
+    @property
+    def pending_bytes(self) -> int:  # for /connz's sort=pending, as on open connections
+        return 0
+
+
 _BASE32: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"  # RFC 4648
 
 
@@ -82,6 +110,8 @@ class Server:
         self._flush_scheduled = False
         self.router = Router(self.sublist, self._schedule_flush)
         self.clients: dict[int, ClientConnection] = {}
+        # The most recent closed connections, oldest first (nats-server's closed-clients ring).
+        self.closed_clients: deque[ClosedConnection] = deque(maxlen=settings.max_closed_clients)
         self.interest_listeners: list[InterestListener] = []
         self._next_cid = 0
         self._listener: asyncio.Server | None = None
@@ -206,8 +236,17 @@ class Server:
         return True
 
     def unregister(self, conn: ClientConnection, reason: str) -> None:
-        if self.clients.pop(conn.cid, None) is not None and log.isEnabledFor(logging.DEBUG):
+        """``conn`` closed (called before its subscriptions are dropped): remembered in the closed ring."""
+        if self.clients.pop(conn.cid, None) is None:
+            return
+        if log.isEnabledFor(logging.DEBUG):
             log.debug("%s - Client connection closed: %s", conn.tag, reason)
+        if self.closed_clients.maxlen:
+            self.closed_clients.append(ClosedConnection(
+                conn.cid, conn.host, conn.port, conn.start, time.time(), reason, conn.rtt, conn.in_msgs,
+                conn.out_msgs, conn.in_bytes, conn.out_bytes, conn.name, conn.lang, conn.version, conn.user,
+                tuple(s.subject.decode(errors="replace") for s in conn.subs.values()),
+            ))
 
     def info_for(self, conn: ClientConnection, *, connect_info: bool = False) -> bytes:
         info = dict(self._info_base)

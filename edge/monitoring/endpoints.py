@@ -18,6 +18,7 @@ from typing import Any, Final, Protocol
 
 from edge import __version__
 from edge.config.settings import Settings
+from edge.core.server import ClosedConnection
 from edge.monitoring.providers import DeviceProvider, LeafLinkProvider
 
 __all__ = [
@@ -244,6 +245,73 @@ def _sub_detail(sub: Any, cid: int) -> dict[str, Any]:
     return d
 
 
+def _open_entry(c: Any, now: float, subs: str | None) -> dict[str, Any]:
+    last = _last_activity(c, now)
+    entry: dict[str, Any] = {
+        "cid": c.cid,
+        "kind": "Client",
+        "type": "nats",
+        "ip": c.host,
+        "port": c.port,
+        "start": rfc3339(c.start),
+        "last_activity": rfc3339(last),
+        "rtt": go_duration(c.rtt),
+        "uptime": _uptime(now - c.start),
+        "idle": _uptime(now - last),
+        "pending_bytes": c.pending_bytes,
+        "in_msgs": c.in_msgs,
+        "out_msgs": c.out_msgs,
+        "in_bytes": c.in_bytes,
+        "out_bytes": c.out_bytes,
+        "subscriptions": len(c.subs),
+    }
+    _identity(entry, c)
+    if subs == "list" and c.subs:
+        entry["subscriptions_list"] = [s.subject.decode(errors="replace") for s in c.subs.values()]
+    elif subs == "detail" and c.subs:
+        entry["subscriptions_list_detail"] = [_sub_detail(s, c.cid) for s in c.subs.values()]
+    return entry
+
+
+def _closed_entry(c: ClosedConnection, now: float, subs: str | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "cid": c.cid,
+        "kind": "Client",
+        "type": "nats",
+        "ip": c.host,
+        "port": c.port,
+        "start": rfc3339(c.start),
+        "last_activity": rfc3339(c.stop),
+        "stop": rfc3339(c.stop),
+        "reason": c.reason,
+        "rtt": go_duration(c.rtt),
+        "uptime": _uptime(c.stop - c.start),
+        "idle": _uptime(now - c.stop),
+        "pending_bytes": 0,
+        "in_msgs": c.in_msgs,
+        "out_msgs": c.out_msgs,
+        "in_bytes": c.in_bytes,
+        "out_bytes": c.out_bytes,
+        "subscriptions": len(c.subs),
+    }
+    _identity(entry, c)
+    if subs and c.subs:  # only the subjects are kept after the close
+        entry["subscriptions_list"] = list(c.subs)
+    return entry
+
+
+def _identity(entry: dict[str, Any], c: Any) -> None:
+    if c.name:
+        entry["name"] = c.name
+    if c.lang:
+        entry["lang"] = c.lang
+    if c.version:
+        entry["version"] = c.version
+    if getattr(c, "user", None):
+        entry["authorized_user"] = c.user
+        entry["account"] = "$G"
+
+
 def connz(b: MonitoredBroker, query: Mapping[str, str], now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     srv = b.server
@@ -257,50 +325,21 @@ def connz(b: MonitoredBroker, query: Mapping[str, str], now: float | None = None
     limit = _int_param(query, "limit", DEFAULT_LIMIT, MAX_LIMIT)
     subs = _subs_param(query)
     cid_filter = _int_param(query, "cid", 0)
-    # Closed connections are not retained yet, so state=closed lists none (nats-server keeps a ring).
-    conns = [] if state == "closed" else list(srv.clients.values())
+    conns: list[Any] = [] if state == "closed" else list(srv.clients.values())
+    if state != "open":
+        conns += reversed(srv.closed_clients)  # most recent first, as nats-server lists them
     if cid_filter:
         conns = [c for c in conns if c.cid == cid_filter]
     if sort in _CONNZ_SORTS:
         key = _CONNZ_SORTS[sort]
         conns.sort(key=lambda c: key(c, now))
+    elif sort == "stop":  # nats-server: most recently closed first; open connections last
+        conns.sort(key=lambda c: -getattr(c, "stop", 0.0))
+    else:  # "reason"
+        conns.sort(key=lambda c: getattr(c, "reason", ""))
     total = len(conns)
-    page = conns[offset : offset + limit]
-    out = []
-    for c in page:
-        last = _last_activity(c, now)
-        entry: dict[str, Any] = {
-            "cid": c.cid,
-            "kind": "Client",
-            "type": "nats",
-            "ip": c.host,
-            "port": c.port,
-            "start": rfc3339(c.start),
-            "last_activity": rfc3339(last),
-            "rtt": go_duration(c.rtt),
-            "uptime": _uptime(now - c.start),
-            "idle": _uptime(now - last),
-            "pending_bytes": c.pending_bytes,
-            "in_msgs": c.in_msgs,
-            "out_msgs": c.out_msgs,
-            "in_bytes": c.in_bytes,
-            "out_bytes": c.out_bytes,
-            "subscriptions": len(c.subs),
-        }
-        if c.name:
-            entry["name"] = c.name
-        if c.lang:
-            entry["lang"] = c.lang
-        if c.version:
-            entry["version"] = c.version
-        if getattr(c, "user", None):
-            entry["authorized_user"] = c.user
-            entry["account"] = "$G"
-        if subs == "list" and c.subs:
-            entry["subscriptions_list"] = [s.subject.decode(errors="replace") for s in c.subs.values()]
-        elif subs == "detail" and c.subs:
-            entry["subscriptions_list_detail"] = [_sub_detail(s, c.cid) for s in c.subs.values()]
-        out.append(entry)
+    out = [_closed_entry(c, now, subs) if isinstance(c, ClosedConnection) else _open_entry(c, now, subs)
+           for c in conns[offset : offset + limit]]
     return {
         "server_id": srv.server_id,
         "now": rfc3339(now),

@@ -57,6 +57,10 @@ def apply_settings(broker: Broker, new: Settings) -> list[str]:
     if server is None:
         return ignored
     server.settings = new
+    if new.max_closed_clients != old.max_closed_clients:
+        from collections import deque
+
+        server.closed_clients = deque(server.closed_clients, maxlen=new.max_closed_clients)
     if new.authorization != old.authorization or new.sections.get("auth_backoff") != old.sections.get("auth_backoff"):
         closed, removed = server.reload_authorization(new)
         if closed or removed:

@@ -13,7 +13,7 @@ import nats
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.processes import ServerProcess, start_nats_edge, start_nats_server
+from tests.support.processes import ServerProcess, start_nats_edge, start_nats_server, wait_for
 
 
 def get(sp: ServerProcess, path: str) -> tuple[int, bytes]:
@@ -209,3 +209,30 @@ def test_too_many_connections_are_refused_not_queued(pair: tuple[ServerProcess, 
         for s in held:
             s.close()
     assert get_json(edge, "/healthz") == {"status": "ok"}
+
+
+async def test_connz_closed_matches_nats_server(pair: tuple[ServerProcess, ServerProcess]) -> None:
+    found = []
+    for sp in pair:
+        nc = await nats.connect(sp.url, name="closer")
+        await nc.subscribe("zz.a")
+        await nc.flush()
+        await nc.close()
+
+        def closed_entry(sp: ServerProcess = sp) -> dict[str, Any] | None:
+            conns = get_json(sp, "/connz?state=closed&subs=1&limit=100000")["connections"]
+            return next((c for c in conns if c.get("name") == "closer"), None)
+
+        wait_for(lambda f=closed_entry: f() is not None, 10, "the closed connection in /connz?state=closed")
+        found.append(closed_entry())
+    ours, theirs = found
+    assert ours is not None and theirs is not None
+    assert set(theirs) <= set(ours) | {"tls_version", "tls_cipher_suite"}, set(theirs) - set(ours)
+    assert_same_shape(ours, theirs, "connz?state=closed.connections[]", {"stop", "reason"})
+    assert ours["reason"] == theirs["reason"] == "Client Closed"
+    assert ours["subscriptions_list"] == theirs["subscriptions_list"] == ["zz.a"]
+    assert ours["subscriptions"] == theirs["subscriptions"] == 1
+    edge = pair[0]
+    any_state = get_json(edge, "/connz?state=any&limit=100000")
+    assert any(c.get("name") == "closer" for c in any_state["connections"])
+    assert all("stop" not in c for c in get_json(edge, "/connz")["connections"])
