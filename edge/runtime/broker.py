@@ -41,13 +41,6 @@ class Broker:
 
     async def start(self) -> None:
         self.server = Server(self.settings, asyncio.get_running_loop())
-        await self.server.start()
-        http_port = 0
-        if self.settings.http_port:
-            from edge.monitoring.http import MonitoringServer
-
-            self.monitor = MonitoringServer(self, asyncio.get_running_loop())
-            http_port = await self.monitor.start(self.settings.http_host, self.settings.http_port)
         leaf_settings = self.settings.sections.get("leafnodes")
         sf_settings = self.settings.sections.get("store_forward")
         forwarder = None
@@ -56,7 +49,7 @@ class Broker:
 
             self.leaf = LeafManager(self.server, leaf_settings)
         if sf_settings is not None and sf_settings.enabled:
-            # The outbox opens (and recovers) before the ports file says we are ready.
+            # The outbox opens (and recovers) before the client port listens.
             from edge.store.forwarder import Forwarder, resolve_directory
 
             uplink = self.leaf.uplinks[0] if self.leaf is not None and self.leaf.uplinks else None
@@ -64,6 +57,14 @@ class Broker:
                                   uplink)
             await forwarder.open()
             self.outbox = forwarder
+        # Listen only now: a covered publish from the first client is already caught by the outbox.
+        await self.server.start()
+        http_port = 0
+        if self.settings.http_port:
+            from edge.monitoring.http import MonitoringServer
+
+            self.monitor = MonitoringServer(self, asyncio.get_running_loop())
+            http_port = await self.monitor.start(self.settings.http_host, self.settings.http_port)
         if self.settings.ports_file_dir:
             self.ports_file = self.server.write_ports_file(self.settings.ports_file_dir, http_port)
         if self.leaf is not None:
