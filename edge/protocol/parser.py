@@ -136,6 +136,8 @@ class Parser:
 
     __slots__ = (
         "_buf",
+        "_last_pub",
+        "_max_payload",
         "_need",
         "_ops",
         "_pending",
@@ -146,7 +148,6 @@ class Parser:
         "handler",
         "kind",
         "max_control_line",
-        "max_payload",
     )
 
     def __init__(
@@ -161,7 +162,7 @@ class Parser:
         self.kind = kind
         self._ops = _CLIENT_OPS if kind == "client" else _LEAF_OPS
         self.max_control_line = max_control_line * (LEAF_CONTROL_LINE_FACTOR if kind == "leaf" else 1)
-        self.max_payload = max_payload
+        self._max_payload = max_payload
         self._buf = bytearray()
         # While waiting for a payload: the op's parsed arguments and the bytes still needed.
         self._pending: tuple[Any, ...] | None = None
@@ -173,8 +174,21 @@ class Parser:
         self.fast_route: Any = None
         self.fast_msgs = 0
         self.fast_bytes = 0
-        # Validated PUB control lines -> (subject, reply, size); bounded, cleared when full.
+        # Validated PUB control lines (with their newline) -> (subject, reply, size, divert); bounded,
+        # cleared when full; and the last one used.
         self._pub_lines: dict[bytes, tuple[bytes, bytes | None, int, bool]] = {}
+        self._last_pub: tuple[bytes, Any] = (b"", None)
+
+    @property
+    def max_payload(self) -> int:
+        return self._max_payload
+
+    @max_payload.setter
+    def max_payload(self, value: int) -> None:
+        """A new limit (config reload) invalidates the PUB lines validated against the old one."""
+        self._max_payload = value
+        self._pub_lines.clear()
+        self._last_pub = (b"", None)
 
     @property
     def buffered(self) -> int:
@@ -205,53 +219,63 @@ class Parser:
         handler = self.handler
         on_pub = handler.on_pub if client else None
         route = self.fast_route
+        # A publisher usually repeats its last control line (same subject, same size): comparing the
+        # bytes in place with that line finds the op, its end and its parse with no scan and no copy.
+        last_line, last_parsed = self._last_pub
         nmsgs = nbytes = 0
         try:
             while pos < n:
-                nl = buf.find(b"\n", pos)
-                if nl < 0:
-                    self._check_partial_line(buf, pos)
-                    self._buf += buf[pos:] if pos else buf
-                    return
-                end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
-                # Fast path for the commonest op on a busy broker: an upper-case PUB with a space.
-                # Publishers repeat their control lines (same subject, same size), so a small
-                # per-connection cache of validated lines skips splitting and number parsing.
-                if client and buf.startswith(b"PUB ", pos):
-                    parsed = pub_lines.get(buf[pos:nl])
+                if last_line and buf.startswith(last_line, pos):
+                    subject, reply, size, divert = last_parsed
+                    start = pos + len(last_line)
+                else:
+                    nl = buf.find(b"\n", pos)
+                    if nl < 0:
+                        self._check_partial_line(buf, pos)
+                        self._buf += buf[pos:] if pos else buf
+                        return
+                    if not (client and buf.startswith(b"PUB ", pos)):
+                        end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
+                        pos = self._dispatch_line(buf, pos, end, nl, n)
+                        if pos < 0:
+                            return
+                        continue
+                    # Fast path for the commonest op on a busy broker: an upper-case PUB with a space.
+                    # A small per-connection cache of validated lines skips splitting and number parsing.
+                    line = buf[pos : nl + 1]
+                    parsed = pub_lines.get(line)
                     if parsed is None:
-                        parsed = self._parse_pub_line(buf, pos, end, nl)
+                        parsed = self._parse_pub_line(buf, pos, nl)
+                    last_line, last_parsed = line, parsed
                     subject, reply, size, divert = parsed
                     start = nl + 1
-                    stop = start + size
-                    if stop + 2 > n:
-                        self._pending = (_OP_PUB, subject, reply, size)
-                        self._need = size + 2
-                        self._buf += buf[start:]
-                        return
-                    if buf[stop] != 13 or buf[stop + 1] != 10:
-                        raise ProtocolError(ERR_UNKNOWN_OP, "payload not followed by CRLF")
-                    pos = stop + 2
-                    if route is None or divert:
-                        on_pub(subject, reply, buf[start:stop])  # the handler's full checks
-                    else:
-                        nmsgs += 1
-                        nbytes += size
-                        if not route(handler, subject, reply, 0, buf[start:stop]) and reply:
-                            handler.on_no_receivers(subject, reply)
-                    continue
-                pos = self._dispatch_line(buf, pos, end, nl, n)
-                if pos < 0:
+                stop = start + size
+                if stop + 2 > n:
+                    self._pending = (_OP_PUB, subject, reply, size)
+                    self._need = size + 2
+                    self._buf += buf[start:]
                     return
+                if buf[stop] != 13 or buf[stop + 1] != 10:
+                    raise ProtocolError(ERR_UNKNOWN_OP, "payload not followed by CRLF")
+                pos = stop + 2
+                if route is None or divert:
+                    on_pub(subject, reply, buf[start:stop])  # the handler's full checks
+                else:
+                    nmsgs += 1
+                    nbytes += size
+                    if not route(handler, subject, reply, 0, buf[start:stop]) and reply:
+                        handler.on_no_receivers(subject, reply)
         finally:
+            self._last_pub = (last_line, last_parsed)
             if nmsgs:
                 self.fast_msgs += nmsgs
                 self.fast_bytes += nbytes
 
-    def _parse_pub_line(self, buf: bytes, pos: int, end: int, nl: int) -> tuple[bytes, bytes | None, int, bool]:
+    def _parse_pub_line(self, buf: bytes, pos: int, nl: int) -> tuple[bytes, bytes | None, int, bool]:
         """Validate a ``PUB`` control line and remember it in the line cache as (subject, reply, size,
         divert); ``divert``: a subject or reply that may be reserved, for the handler's ``on_pub`` to
         check instead of the fast route."""
+        end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
         if end - pos - 4 > self.max_control_line:
             raise ProtocolError(ERR_MAX_CONTROL_LINE)
         args = buf[pos + 4 : end].split()
@@ -267,7 +291,7 @@ class Parser:
             raise ProtocolError(ERR_MAX_PAYLOAD)
         if len(self._pub_lines) >= PUB_LINE_CACHE_MAX:
             self._pub_lines.clear()
-        self._pub_lines[buf[pos:nl]] = parsed
+        self._pub_lines[buf[pos : nl + 1]] = parsed
         return parsed
 
     # -- general path ---------------------------------------------------------------------------

@@ -199,6 +199,19 @@ def test_payload_limit_checked_on_the_control_line() -> None:
     assert p.buffered == 0
 
 
+def test_repeated_pub_lines_and_a_lowered_payload_limit() -> None:
+    rec = Recorder()
+    p = Parser(rec, max_payload=10)
+    line = b"PUB a.b r 5\r\nhello\r\n"
+    p.feed(line * 3 + b"PUB a.b r 5\nworld\r\n" + line)  # the repeated line and an LF-only twin
+    assert rec.ops == [("PUB", b"a.b", b"r", b"hello")] * 3 + [("PUB", b"a.b", b"r", b"world"),
+                                                                ("PUB", b"a.b", b"r", b"hello")]
+    p.max_payload = 4  # a config reload: lines validated against the old limit are checked again
+    with pytest.raises(ProtocolError) as exc:
+        p.feed(line)
+    assert exc.value.text == "Maximum Payload Violation"
+
+
 @pytest.mark.parametrize("data", [b"PUB a\r\n", b"PUB a b\r\n", b"PUB a +1\r\n", b"PUB a 1234567890\r\n",
                                   b"SUB a\r\n", b"UNSUB 1 x\r\n", b"CONNECT [1]\r\n", b"HPUB a 5 3\r\n"])
 def test_argument_errors_close_without_err_text(data: bytes) -> None:
