@@ -369,6 +369,13 @@ class Supervisor:
             slot.restarts += 1
             delay = min(self.backoff_max, delay * 2)
 
+    async def remove(self, name: str, timeout: float = 2.0) -> None:
+        """Stop supervising ``name``: cancel its task and wait for it (bounded)."""
+        slot = self.slots.pop(name, None)
+        if slot is not None and slot.task is not None and not slot.task.done():
+            slot.task.cancel()
+            await asyncio.wait([slot.task], timeout=timeout)
+
     async def stop(self, timeout: float = 2.0) -> None:
         tasks = [s.task for s in self.slots.values() if s.task is not None and not s.task.done()]
         for t in tasks:

@@ -53,6 +53,28 @@ class AdapterManager:
         self.supervisor.add(inst.name, factory, on_stop=ctx.close)
         log.info("adapter %s (%s) started", inst.name, inst.kind)
 
+    async def reconfigure(self, settings: AdaptersSettings | None) -> tuple[list[str], list[str]]:
+        """Apply a reloaded ``[adapters]`` section: instances removed or changed are stopped, new or
+        changed ones started, the others keep running untouched. Returns (started, stopped) names.
+        (An entry-point kind whose options do not compare equal is restarted on every reload.)"""
+        def enabled(s: AdaptersSettings | None) -> dict[str, AdapterInstanceSettings]:
+            return {i.name: i for i in (s.instances if s else ()) if i.enabled}
+
+        old, new = enabled(self.settings), enabled(settings)
+        stopped = [n for n, inst in old.items() if new.get(n) != inst]
+        started = [n for n, inst in new.items() if old.get(n) != inst]
+        assert self.supervisor is not None, "start() first"
+        for name in stopped:
+            await self.supervisor.remove(name)
+            log.info("adapter %s stopped (configuration reload)", name)
+        self.settings = settings
+        if settings is not None:
+            self.supervisor.backoff_min = settings.restart_backoff_min
+            self.supervisor.backoff_max = settings.restart_backoff_max
+        for name in started:
+            self._add_instance(new[name])
+        return started, stopped
+
     def add(self, name: str, factory: Callable[[], Runnable], on_stop: Callable[[], None] | None = None) -> None:
         """Supervise a part configured elsewhere (e.g. mDNS discovery); see Supervisor.add."""
         assert self.supervisor is not None, "start() first"

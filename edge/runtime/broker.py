@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from edge.config.settings import Settings
@@ -36,8 +35,6 @@ class Broker:
         self.adapters: Any = None  # edge.adapters.manager.AdapterManager when [adapters] has instances
         self.config_load_time = time.time()
         self.lame_duck = False
-        # Called with the new Settings after a SIGHUP reload was applied to the server (edge.runtime.reload).
-        self.reload_hooks: list[Callable[[Settings], None]] = []
 
     async def start(self) -> None:
         self.server = Server(self.settings, asyncio.get_running_loop())
@@ -90,6 +87,60 @@ class Broker:
             from edge.runtime.registry import ensure_registry
 
             ensure_registry(self)  # every adapter's devices on edge.<gateway>.devices, mDNS or not
+
+    async def reload_sections(self, old: Settings, new: Settings) -> list[str]:
+        """Apply the feature sections a SIGHUP changed: adapters are reconciled instance by instance,
+        the leaf remotes are replaced (their links reconnect; local clients are untouched). Returns the
+        changed sections that only a restart applies."""
+        sections = ("store_forward", "mdns", "tls")
+        restart = [name for name in sections if old.sections.get(name) != new.sections.get(name)]
+        adapters = new.sections.get("adapters")
+        if old.sections.get("adapters") != adapters:
+            await self._reload_adapters(adapters)
+        leaf = new.sections.get("leafnodes")
+        if old.sections.get("leafnodes") != leaf:
+            if self.outbox is not None:
+                restart.append("leafnodes")  # the outbox forwards through the running uplink
+            else:
+                await self._reload_leaf(leaf)
+        for name in restart:  # the running value stays in force (and in the settings) until a restart
+            if name in old.sections:
+                new.sections[name] = old.sections[name]
+            else:
+                new.sections.pop(name, None)
+        return restart
+
+    async def _reload_adapters(self, settings: Any) -> None:
+        if self.adapters is None:
+            if settings is None or not settings.enabled:
+                return
+            from edge.adapters.manager import AdapterManager
+            from edge.runtime.registry import ensure_registry
+
+            assert self.server is not None
+            self.adapters = AdapterManager(self.server, settings)
+            self.adapters.start()
+            self.device_providers.append(self.adapters)
+            ensure_registry(self)
+            return
+        started, stopped = await self.adapters.reconfigure(settings)
+        log.info("Reloaded adapters: %d started, %d stopped", len(started), len(stopped))
+
+    async def _reload_leaf(self, settings: Any) -> None:
+        if self.leaf is not None:
+            await self.leaf.stop()
+            for link in self.leaf.uplinks:
+                if link in self.leaf_links:
+                    self.leaf_links.remove(link)
+            self.leaf = None
+        if settings is not None and settings.enabled:
+            from edge.leaf.uplink import LeafManager
+
+            assert self.server is not None
+            self.leaf = LeafManager(self.server, settings)
+            self.leaf.start()
+            self.leaf_links.extend(self.leaf.uplinks)
+        log.info("Reloaded leaf remotes: %d configured", len(self.leaf.uplinks) if self.leaf else 0)
 
     async def stop(self, timeout: float) -> None:
         if self.adapters is not None:

@@ -8,9 +8,9 @@ again (profile, file, the original command-line flags on top) in a worker thread
 validate, the error (naming file and key) is logged and the running configuration stays in force.
 Otherwise what can change at run time is applied to the live server without dropping connections:
 limits (max_payload, max_pending, max_connections, max_subscriptions, ping/write deadlines),
-authorization, log level; feature parts (leaf remotes, adapters, security) re-read their sections in
-``Broker.reload_hooks``. Listen addresses cannot change (nats-server refuses those too): a changed
-value is reported and ignored.
+authorization, log level; adapters (reconciled per instance) and leaf remotes (replaced) through
+``Broker.reload_sections``. Listen addresses, TLS, mDNS and the outbox cannot change (nats-server
+refuses listen changes too): a changed value is reported and ignored until a restart.
 """
 
 from __future__ import annotations
@@ -83,8 +83,6 @@ def apply_settings(broker: Broker, new: Settings) -> list[str]:
         if hasattr(conn, "_update_slow_path"):
             conn._update_slow_path()
     logging.getLogger("edge").setLevel(logging.DEBUG if (new.debug or new.trace) else logging.INFO)
-    for hook in list(broker.reload_hooks):
-        hook(new)
     return ignored
 
 
@@ -189,7 +187,9 @@ class Lifecycle:
                 self.reload_failures += 1
                 log.error("Failed to reload server configuration: %s (keeping the running configuration)", exc)
                 return
+            old = self.broker.settings
             ignored = apply_settings(self.broker, new)
+            ignored += await self.broker.reload_sections(old, new)
             for name in ignored:
                 log.warning("Reload: %s cannot change at run time (restart to apply), keeping the old value", name)
             self.reloads += 1
