@@ -245,8 +245,8 @@ def _sub_detail(sub: Any, cid: int) -> dict[str, Any]:
     return d
 
 
-def _open_entry(c: Any, now: float, subs: str | None) -> dict[str, Any]:
-    last = _last_activity(c, now)
+def _entry(c: Any, now: float, last: float, stop: float | None) -> dict[str, Any]:
+    """The fields open and closed connections share (monitor.go ConnInfo); ``stop`` for closed ones."""
     entry: dict[str, Any] = {
         "cid": c.cid,
         "kind": "Client",
@@ -255,8 +255,13 @@ def _open_entry(c: Any, now: float, subs: str | None) -> dict[str, Any]:
         "port": c.port,
         "start": rfc3339(c.start),
         "last_activity": rfc3339(last),
+    }
+    if stop is not None:
+        entry["stop"] = rfc3339(stop)
+        entry["reason"] = c.reason
+    entry.update({
         "rtt": go_duration(c.rtt),
-        "uptime": _uptime(now - c.start),
+        "uptime": _uptime((now if stop is None else stop) - c.start),
         "idle": _uptime(now - last),
         "pending_bytes": c.pending_bytes,
         "in_msgs": c.in_msgs,
@@ -264,8 +269,16 @@ def _open_entry(c: Any, now: float, subs: str | None) -> dict[str, Any]:
         "in_bytes": c.in_bytes,
         "out_bytes": c.out_bytes,
         "subscriptions": len(c.subs),
-    }
-    _identity(entry, c)
+    })
+    entry.update({k: v for k, v in (("name", c.name), ("lang", c.lang), ("version", c.version)) if v})
+    if getattr(c, "user", None):
+        entry["authorized_user"] = c.user
+        entry["account"] = "$G"
+    return entry
+
+
+def _open_entry(c: Any, now: float, subs: str | None) -> dict[str, Any]:
+    entry = _entry(c, now, _last_activity(c, now), None)
     if subs == "list" and c.subs:
         entry["subscriptions_list"] = [s.subject.decode(errors="replace") for s in c.subs.values()]
     elif subs == "detail" and c.subs:
@@ -274,42 +287,10 @@ def _open_entry(c: Any, now: float, subs: str | None) -> dict[str, Any]:
 
 
 def _closed_entry(c: ClosedConnection, now: float, subs: str | None) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "cid": c.cid,
-        "kind": "Client",
-        "type": "nats",
-        "ip": c.host,
-        "port": c.port,
-        "start": rfc3339(c.start),
-        "last_activity": rfc3339(c.stop),
-        "stop": rfc3339(c.stop),
-        "reason": c.reason,
-        "rtt": go_duration(c.rtt),
-        "uptime": _uptime(c.stop - c.start),
-        "idle": _uptime(now - c.stop),
-        "pending_bytes": 0,
-        "in_msgs": c.in_msgs,
-        "out_msgs": c.out_msgs,
-        "in_bytes": c.in_bytes,
-        "out_bytes": c.out_bytes,
-        "subscriptions": len(c.subs),
-    }
-    _identity(entry, c)
+    entry = _entry(c, now, c.stop, c.stop)
     if subs and c.subs:  # only the subjects are kept after the close
         entry["subscriptions_list"] = list(c.subs)
     return entry
-
-
-def _identity(entry: dict[str, Any], c: Any) -> None:
-    if c.name:
-        entry["name"] = c.name
-    if c.lang:
-        entry["lang"] = c.lang
-    if c.version:
-        entry["version"] = c.version
-    if getattr(c, "user", None):
-        entry["authorized_user"] = c.user
-        entry["account"] = "$G"
 
 
 def connz(b: MonitoredBroker, query: Mapping[str, str], now: float | None = None) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import select
-import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -24,16 +23,14 @@ from typing import Any
 import nats
 import pytest
 
+from tests.support.cbuild import GCC, NO_GCC, build_with_library
 from tests.support.processes import ServerProcess, start_nats_edge
 from tests.support.ptys import PtyDevice
 
-C_DIR = Path(__file__).resolve().parents[2] / "firmware_bridge" / "c"
-GCC = shutil.which("gcc")
 pytestmark = [
-    pytest.mark.skipif(GCC is None, reason="gcc is not installed; the C library cannot be built"),
+    pytest.mark.skipif(GCC is None, reason=NO_GCC),
     pytest.mark.timeout(90),
 ]
-FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O1", "-g"]
 MODES = ("nats", "frames")
 READINGS = 7
 DEVICE_TIMEOUT = 40.0  # the program gives up by itself after 30 s
@@ -91,19 +88,7 @@ class Line:
 
 @pytest.fixture(scope="module")
 def pty_device(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("c") / "pty_device"
-    sources = [str(C_DIR / "tests" / "pty_device.c"), str(C_DIR / "nats_serial.c")]
-    assert GCC is not None
-    sanitized = subprocess.run(
-        [GCC, *FLAGS, "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-o", str(out), *sources],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if sanitized.returncode != 0:  # toolchain without sanitizers: a plain build must still be warning-free
-        result = subprocess.run([GCC, *FLAGS, "-o", str(out), *sources], capture_output=True, text=True, check=False)
-        assert result.returncode == 0, result.stderr
-    return out
+    return build_with_library("pty_device.c", tmp_path_factory.mktemp("c") / "pty_device")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ what Python encodes C must decode.
 from __future__ import annotations
 
 import random
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,28 +15,14 @@ import pytest
 from firmware_bridge.crc16 import crc16_ccitt_false
 from firmware_bridge.frames import FrameDecoder, encode_frame
 from firmware_bridge.nats import encode_connect, encode_pub, encode_sub, encode_unsub
+from tests.support.cbuild import C_DIR, FLAGS, GCC, NO_GCC, build_with_library
 
-C_DIR = Path(__file__).resolve().parents[2] / "firmware_bridge" / "c"
-GCC = shutil.which("gcc")
-pytestmark = pytest.mark.skipif(GCC is None, reason="gcc is not installed; the C library cannot be built")
-FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O1", "-g"]
+pytestmark = pytest.mark.skipif(GCC is None, reason=NO_GCC)
 
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("c") / "host_test"
-    sources = [str(C_DIR / "tests" / "host_test.c"), str(C_DIR / "nats_serial.c")]
-    assert GCC is not None
-    # Sanitizers catch out-of-bounds access on garbage input; fall back when the toolchain lacks them.
-    sanitized = subprocess.run(
-        [GCC, *FLAGS, "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-o", str(out), *sources],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if sanitized.returncode != 0:
-        subprocess.run([GCC, *FLAGS, "-o", str(out), *sources], check=True, capture_output=True, text=True)
-    return out
+    return build_with_library("host_test.c", tmp_path_factory.mktemp("c") / "host_test")
 
 
 def test_library_alone_compiles_warning_free(tmp_path: Path) -> None:
