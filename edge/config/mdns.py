@@ -12,6 +12,7 @@ Example::
     types = ["_ipp._tcp"]          # extra types, every instance accepted (kind = "ipp")
     max_devices = 256              # discovered-device map bound; more are counted and ignored
     resolve_timeout = "3s"
+    hub_service = "_nats-leaf._tcp" # without [leafnodes] remotes: join the first hub advertised so
 
     [[mdns.matchers]]              # tried before the defaults, first match wins (Home Assistant style)
     type = "_http._tcp"
@@ -44,7 +45,7 @@ __all__ = ["MatcherSettings", "MdnsSettings", "PollerSettings", "parse_mdns"]
 
 _KNOWN: Final = frozenset({
     "enabled", "interfaces", "advertise", "instance_name", "browse", "default_matchers", "types", "max_devices",
-    "resolve_timeout", "matchers", "pollers",
+    "resolve_timeout", "matchers", "pollers", "hub_service",
 })
 _MATCHER_KEYS: Final = frozenset({"type", "name", "properties", "kind", "poller"})
 _POLLER_KEYS: Final = frozenset({
@@ -87,6 +88,9 @@ class MdnsSettings:
     resolve_timeout: float = 3.0
     matchers: tuple[MatcherSettings, ...] = ()
     pollers: dict[str, PollerSettings] = field(default_factory=dict)
+    # A service type whose first resolved instance becomes the leaf remote when [leafnodes] has none
+    # ("" = off); the hub advertises it on its leafnode port.
+    hub_service: str = ""
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -183,6 +187,8 @@ def parse_mdns(raw: Any, rep: KeyReporter) -> MdnsSettings:
         kw["interfaces"] = tuple(rep.read(table, "interfaces", v.read_str_list))
     if "types" in table:
         kw["types"] = rep.read(table, "types", _read_types)
+    if "hub_service" in table:
+        kw["hub_service"] = rep.read(table, "hub_service", _read_type)
     if len(kw.get("instance_name", "")) > 63:
         raise rep.error("instance_name", "at most 63 characters (a DNS label)")
     pollers: dict[str, PollerSettings] = {}

@@ -12,6 +12,7 @@ from typing import Any
 
 from edge.config.settings import Settings
 from edge.core.server import Server
+from edge.errors import ConfigError
 
 log = logging.getLogger("edge.runtime")
 
@@ -35,6 +36,7 @@ class Broker:
         self.adapters: Any = None  # edge.adapters.manager.AdapterManager when [adapters] has instances
         self.config_load_time = time.time()
         self.lame_duck = False
+        self._hub_task: asyncio.Task[None] | None = None  # joining a hub found by mDNS
 
     async def start(self) -> None:
         self.server = Server(self.settings, asyncio.get_running_loop())
@@ -126,6 +128,29 @@ class Broker:
         started, stopped = await self.adapters.reconfigure(settings)
         log.info("Reloaded adapters: %d started, %d stopped", len(started), len(stopped))
 
+    def discovered_hub(self, instance: str, addresses: tuple[str, ...], port: int) -> None:
+        """mDNS found a hub (``[mdns] hub_service``): join it as the leaf remote, unless remotes are
+        configured or one was discovered already. Its URLs get the ``[leafnodes]`` section's timers."""
+        if self.leaf is not None or not addresses or self._hub_task is not None:
+            return
+        from edge.config.leafnodes import parse_leafnodes
+        from edge.config.loader import KeyReporter
+
+        current = self.settings.sections.get("leafnodes")
+        raw = dict(getattr(current, "raw", None) or {})
+        raw["remotes"] = [{"urls": [f"nats-leaf://{a}:{port}" for a in addresses if ":" not in a]
+                           + [f"nats-leaf://[{a}]:{port}" for a in addresses if ":" in a]}]
+        try:
+            settings = parse_leafnodes(raw, KeyReporter(f"mdns hub {instance!r}"))
+        except ConfigError as exc:
+            log.error("mdns: cannot use the discovered hub: %s", exc)
+            return
+        log.info("Leafnode hub %r discovered by mDNS at %s", instance, ", ".join(raw["remotes"][0]["urls"]))
+        if self.outbox is not None:
+            log.warning("mdns: the discovered hub carries live traffic only; the outbox forwards through a "
+                        "configured [leafnodes] remote")
+        self._hub_task = asyncio.get_running_loop().create_task(self._reload_leaf(settings), name="mdns-hub")
+
     async def _reload_leaf(self, settings: Any) -> None:
         if self.leaf is not None:
             await self.leaf.stop()
@@ -143,6 +168,8 @@ class Broker:
         log.info("Reloaded leaf remotes: %d configured", len(self.leaf.uplinks) if self.leaf else 0)
 
     async def stop(self, timeout: float) -> None:
+        if self._hub_task is not None and not self._hub_task.done():
+            self._hub_task.cancel()
         if self.adapters is not None:
             await self.adapters.stop(timeout=2.0)
         if self.mdns is not None:

@@ -198,6 +198,7 @@ interval = "5s"
     for text, key in (
         ('[mdns]\ntypes = ["http"]', "mdns.types"),
         ('[mdns]\nbogus = 1', "mdns.bogus"),
+        ('[mdns]\nhub_service = "nats-leaf"', "mdns.hub_service"),
         ('[[mdns.matchers]]\ntype = "_http._tcp"\npoller = "nope"', "mdns.matchers[0].poller"),
         ('[mdns.pollers.x]\npath = "/a"', "mdns.pollers.x.fields"),
         ('[mdns.pollers.x]\npath = "a"\nfields = {t = "a"}', "mdns.pollers.x.path"),

@@ -55,7 +55,8 @@ class MdnsRuntime:
             tls=bool(getattr(server, "tls_required", False) or server.settings.sections.get("tls") is not None),
             auth=bool(getattr(server, "auth_required", False)),
         )
-        self.service = MdnsService(self.settings, me, lambda s, p: client.publish(s, p), registry)
+        on_hub = self.broker.discovered_hub if self.settings.hub_service else None
+        self.service = MdnsService(self.settings, me, lambda s, p: client.publish(s, p), registry, on_hub)
         gw = sanitize_token(server.server_name)
         client.subscribe(f"edge.{gw}.mdns.stats".encode(), self._on_stats)
         try:

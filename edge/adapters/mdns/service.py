@@ -88,6 +88,8 @@ def build_matchers(settings: MdnsSettings) -> tuple[ServiceMatcher, ...]:
     out = [ServiceMatcher(m.type, kind=m.kind or m.type.split(".")[0].lstrip("_"), name=m.name,
                           properties=m.properties, poller=m.poller) for m in settings.matchers]
     out += [ServiceMatcher(t, kind=t.split(".")[0].lstrip("_")) for t in settings.types]
+    if settings.hub_service:
+        out.append(ServiceMatcher(settings.hub_service, kind="hub"))
     if settings.default_matchers:
         out += DEFAULT_MATCHERS
     return tuple(out)
@@ -141,8 +143,12 @@ class MdnsService:
         me: AdvertiseInfo,
         publish: Publish,
         registry: DeviceRegistry | None = None,
+        on_hub: Callable[[str, tuple[str, ...], int], None] | None = None,
     ) -> None:
+        """``on_hub(instance, addresses, port)`` is called for each resolved ``hub_service`` instance."""
         self.settings = settings
+        self.on_hub = on_hub
+        self._hub_type = normalize_type(settings.hub_service) if settings.hub_service else ""
         self.me = me
         self._publish = publish
         self.registry = registry
@@ -313,6 +319,8 @@ class MdnsService:
             self._event(dev, change)
         self._ensure_poller(dev)
         self._report(dev)
+        if stype == self._hub_type and self.on_hub is not None:
+            self.on_hub(instance, addresses, rec.port)
 
     def _removed(self, name: str) -> None:
         change, dev = self.table.remove(name)
