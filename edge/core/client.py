@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from edge.core.router import KIND_CLIENT
@@ -48,6 +49,7 @@ PING_JITTER: Final = 0.2
 # The CONNECT fields that authenticate (nats-server's clientOpts: user, pass, auth_token, nkey, sig, jwt).
 CREDENTIAL_OPTIONS: Final = ("user", "pass", "auth_token", "nkey", "sig", "jwt")
 _NO_CREDENTIALS: Final[dict[str, Any]] = {}  # shared, never mutated
+_CONNECT_TASKS: Final[set[asyncio.Task[None]]] = set()  # CONNECTs waiting for a bcrypt check
 
 _OK: Final = b"+OK\r\n"
 _PING: Final = b"PING\r\n"
@@ -176,10 +178,14 @@ class ClientConnection(asyncio.Protocol):
         self._last_in = self.loop.time()
         if self.closed:
             return
+        self._parse(self.parser.feed, data)
+
+    def _parse(self, feed: Callable[..., None], *args: Any) -> None:
+        """Run the parser (``feed(data)`` or ``resume()``); a protocol error closes as nats-server does."""
         parser = self.parser
         msgs, nbytes = self.in_msgs, self.in_bytes
         try:
-            parser.feed(data)
+            feed(*args)
         except ProtocolError as exc:
             if not self.closed:
                 if self.trace and exc.detail:
@@ -386,7 +392,15 @@ class ClientConnection(asyncio.Protocol):
         no_responders = options.get("no_responders", self.no_responders)
         if no_responders and not headers:
             raise ProtocolError(E.ERR_NO_RESPONDERS_HEADERS)
-        if not self.server.authenticate(self, options):
+        verdict = self.server.authenticate(self, options, may_defer=True)
+        if verdict is not True and verdict is not False:  # a bcrypt check: off the loop, input waits
+            task = self.loop.create_task(self._finish_connect(options, verdict))
+            _CONNECT_TASKS.add(task)  # referenced until done
+            task.add_done_callback(_CONNECT_TASKS.discard)
+            if self.transport is not None:
+                self.transport.pause_reading()
+            return True
+        if not verdict:
             raise ProtocolError(E.ERR_AUTH_VIOLATION)
         credentials = {k: options[k] for k in CREDENTIAL_OPTIONS if k in options}
         if credentials:  # re-checked when a reload changes authorization (Server.reload_authorization)
@@ -408,6 +422,22 @@ class ClientConnection(asyncio.Protocol):
         self._update_slow_path()
         if self.verbose:
             self._send(_OK)
+
+    async def _finish_connect(self, options: dict[str, Any], check: Any) -> None:
+        """Run a deferred bcrypt check in a worker thread, then complete the CONNECT and go on with the
+        input that arrived behind it."""
+        ok = await asyncio.to_thread(check.run)
+        authenticator = self.server.authenticator
+        if self.closed or authenticator is None:  # gone meanwhile (auth timeout, reload without auth)
+            return
+        authenticator.record(check, ok)
+        self._parse(self._connect_then_resume, options)
+        if not self.closed and self.transport is not None:
+            self.transport.resume_reading()
+
+    def _connect_then_resume(self, options: dict[str, Any]) -> None:
+        if not self.on_connect(options):  # the check is cached now: this completes synchronously
+            self.parser.resume()
 
     def _check_authorized(self) -> None:
         if self.auth_required and not self.connected:

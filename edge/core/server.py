@@ -312,14 +312,15 @@ class Server:
         conn._update_slow_path()
         return len(denied)
 
-    def authenticate(self, conn: ClientConnection, options: dict[str, Any]) -> bool:
-        """Check CONNECT credentials (edge.security.auth); sets conn.user and conn.permissions."""
+    def authenticate(self, conn: ClientConnection, options: dict[str, Any], *, may_defer: bool = False) -> Any:
+        """Check CONNECT credentials (edge.security.auth); sets conn.user and conn.permissions. True or
+        False; with ``may_defer``, a bcrypt check to run off the loop (edge.security.auth.BcryptCheck)."""
         if self.authenticator is None:
             return True
-        ok: bool = self.authenticator.authenticate(conn, options)
-        if not ok:
+        verdict = self.authenticator.authenticate(conn, options, may_defer=may_defer)
+        if verdict is False:
             self.auth_failures += 1
-        return ok
+        return verdict
 
     # -- subscriptions --------------------------------------------------------------------------
 

@@ -88,9 +88,10 @@ _MAX_OP_NAME: Final = 8
 
 
 class ClientHandler(Protocol):
-    """What a client connection does with each op. Any method may raise ProtocolError to close."""
+    """What a client connection does with each op. Any method may raise ProtocolError to close.
+    ``on_connect`` returning True suspends parsing until :meth:`Parser.resume`."""
 
-    def on_connect(self, options: dict[str, Any]) -> None: ...
+    def on_connect(self, options: dict[str, Any]) -> bool | None: ...
     def on_pub(self, subject: bytes, reply: bytes | None, payload: bytes) -> None: ...
     def on_hpub(self, subject: bytes, reply: bytes | None, header_len: int, data: bytes) -> None: ...
     def on_sub(self, subject: bytes, queue: bytes | None, sid: bytes) -> None: ...
@@ -105,7 +106,7 @@ class LeafHandler(Protocol):
     """What a leaf link does with each op the hub sends."""
 
     def on_info(self, info: dict[str, Any]) -> None: ...
-    def on_connect(self, options: dict[str, Any]) -> None: ...
+    def on_connect(self, options: dict[str, Any]) -> bool | None: ...
     def on_ls_plus(self, subject: bytes, queue: bytes | None, weight: int) -> None: ...
     def on_ls_minus(self, subject: bytes, queue: bytes | None) -> None: ...
     def on_lmsg(self, subject: bytes, reply: bytes | None, queues: list[bytes], payload: bytes) -> None: ...
@@ -142,6 +143,7 @@ class Parser:
         "_ops",
         "_pending",
         "_pub_lines",
+        "_suspended",
         "fast_bytes",
         "fast_msgs",
         "fast_route",
@@ -167,6 +169,8 @@ class Parser:
         # While waiting for a payload: the op's parsed arguments and the bytes still needed.
         self._pending: tuple[Any, ...] | None = None
         self._need = 0
+        # Set when on_connect asks to wait (returns True): input is kept, unparsed, until resume().
+        self._suspended = False
         # A direct publish target for plain PUBs, set by a connection with nothing to check per
         # message: called as fast_route(handler, subject, reply, 0, payload) -> receivers reached;
         # a request that reached nobody goes to handler.on_no_receivers(subject, reply). Those
@@ -178,6 +182,12 @@ class Parser:
         # cleared when full; and the last one used.
         self._pub_lines: dict[bytes, tuple[bytes, bytes | None, int, bool]] = {}
         self._last_pub: tuple[bytes, Any] = (b"", None)
+
+    def resume(self) -> None:
+        """Go on with the input kept since on_connect asked to wait (may raise ProtocolError)."""
+        if self._suspended:
+            self._suspended = False
+            self.feed(b"")
 
     @property
     def max_payload(self) -> int:
@@ -197,6 +207,9 @@ class Parser:
 
     def feed(self, data: bytes) -> None:
         """Parse ``data`` and dispatch every complete op. Raises ProtocolError on malformed input."""
+        if self._suspended:
+            self._buf += data
+            return
         if self._pending is not None:
             self._buf += data
             if len(self._buf) < self._need:
@@ -359,7 +372,10 @@ class Parser:
             if not isinstance(obj, dict):
                 raise ProtocolError(None, "JSON is not an object")
             if op == _OP_CONNECT:
-                h.on_connect(obj)
+                if h.on_connect(obj):  # the handler finishes it later (e.g. a bcrypt check off the loop)
+                    self._suspended = True
+                    self._buf += buf[nl + 1 :]
+                    return -1
             else:
                 h.on_info(obj)
             return nl + 1

@@ -10,10 +10,12 @@ Every failure is counted, logged with the remote address, and fed to :class:`Aut
 that doubles with each further failure, so a password cannot be guessed at line rate and an
 attacker cannot make the broker burn CPU on bcrypt.
 
-Cost: a bcrypt check is synchronous, ~0.1-0.3 s at cost 10-11 on a Raspberry Pi 4 (less on x86),
-during which the event loop is blocked. It is bounded by the backoff (at most ``threshold`` failed
-checks per address and backoff period) and by a small cache of recent successful verifications
-(keyed by an HMAC under a per-process random key), so reconnecting clients do not pay it again.
+Cost: a bcrypt check takes ~0.1-0.3 s at cost 10-11 on a Raspberry Pi 4 (less on x86). Client
+connections run it in a worker thread (``authenticate(..., may_defer=True)`` returns a BcryptCheck)
+while their own input waits, so the event loop keeps serving everyone else. The work is bounded by
+the backoff (at most ``threshold`` failed checks per address and backoff period) and by a small cache
+of recent successful verifications (keyed by an HMAC under a per-process random key), so
+reconnecting clients do not pay it again.
 ``bcrypt`` and ``nkeys`` are imported only when such users are configured.
 
 Port users: a serial port on the ``nats``/``frames`` codec with ``user = "name"`` is bound to that
@@ -155,6 +157,8 @@ class Authenticator:
             import nkeys  # noqa: F401
         self._cache_key = os.urandom(32)
         self._bcrypt_ok: dict[bytes, None] = {}
+        self._bcrypt_done: dict[bytes, bool] = {}  # failed deferred checks, until the re-check reads them
+        self._defer = False
 
     def inherit(self, previous: Authenticator) -> None:
         """Carry over what a config reload must not reset: the per-address failure history (a reload
@@ -187,7 +191,10 @@ class Authenticator:
 
     # -- the CONNECT check ----------------------------------------------------------------------
 
-    def authenticate(self, conn: Any, options: dict[str, Any]) -> bool:
+    def authenticate(self, conn: Any, options: dict[str, Any], *, may_defer: bool = False) -> bool | BcryptCheck:
+        """True (``conn.user``/``conn.permissions`` set) or False (counted, backoff). With ``may_defer``,
+        a bcrypt verification that is not cached is returned as a :class:`BcryptCheck` instead of being
+        run here, on the event loop; the caller runs it, records it, and calls again."""
         for key in _STRING_OPTIONS:
             value = options.get(key)
             if value is not None and not isinstance(value, str):
@@ -205,7 +212,13 @@ class Authenticator:
             log.warning("%s:%d - cid:%d - authentication refused: %d failures, address blocked for %.1fs",
                         addr, conn.port, conn.cid, self.backoff.entries[addr].count, blocked)
             return False
-        user, reason = self._check(conn, options)
+        self._defer = may_defer
+        try:
+            user, reason = self._check(conn, options)
+        except _Deferred as d:
+            return d.check
+        finally:
+            self._defer = False
         if user is None:
             self.failures += 1
             period = self.backoff.failure(addr)
@@ -289,17 +302,53 @@ class Authenticator:
         key = hmac.new(self._cache_key, f"{user}\0{given}\0{stored}".encode(), hashlib.sha256).digest()
         if key in self._bcrypt_ok:
             return True
-        import bcrypt
+        if key in self._bcrypt_done:  # a deferred check's result, used once
+            return self._bcrypt_done.pop(key)
+        check = BcryptCheck(key, given, stored)
+        if self._defer:
+            raise _Deferred(check)
+        ok = check.run()
+        self.record(check, ok)
+        return ok
 
-        try:
-            ok = bcrypt.checkpw(given.encode(), stored.encode())
-        except ValueError:  # malformed hash or over-long input
-            return False
+    def record(self, check: BcryptCheck, ok: bool) -> None:
+        """The result of a :class:`BcryptCheck`: successes are cached (bounded), a failure is kept for the
+        one call that asked for it."""
         if ok:
             if len(self._bcrypt_ok) >= BCRYPT_CACHE_SIZE:
                 del self._bcrypt_ok[next(iter(self._bcrypt_ok))]
-            self._bcrypt_ok[key] = None
-        return ok
+            self._bcrypt_ok[check.key] = None
+        else:
+            if len(self._bcrypt_done) >= BCRYPT_CACHE_SIZE:
+                del self._bcrypt_done[next(iter(self._bcrypt_done))]
+            self._bcrypt_done[check.key] = False
+
+
+class BcryptCheck:
+    """A bcrypt verification the CONNECT check needs and has not cached: ``run()`` it off the event loop
+    (it takes 0.1-0.3 s on a Pi), then hand the result to :meth:`Authenticator.record` and check again."""
+
+    __slots__ = ("given", "key", "stored")
+
+    def __init__(self, key: bytes, given: str, stored: str) -> None:
+        self.key = key
+        self.given = given
+        self.stored = stored
+
+    def run(self) -> bool:
+        import bcrypt
+
+        try:
+            return bool(bcrypt.checkpw(self.given.encode(), self.stored.encode()))
+        except ValueError:  # malformed hash or over-long input
+            return False
+
+
+class _Deferred(Exception):
+    """Control flow inside ``_check``: never escapes :meth:`Authenticator.authenticate`."""
+
+    def __init__(self, check: BcryptCheck) -> None:
+        self.check = check
 
 
 def build_authenticator(settings: Any) -> Authenticator:

@@ -263,3 +263,26 @@ def test_config_errors_name_the_key(tmp_path: Path, toml: str, message: str) -> 
                        text=True, timeout=30)
     assert r.returncode == 1
     assert str(path) in r.stderr and message in r.stderr, r.stderr
+
+
+def test_bcrypt_check_runs_off_the_event_loop(tmp_path: Path) -> None:
+    # Cost 13: ~0.5 s per check here, far longer than a PING round trip on an idle broker.
+    slow = bcrypt.hashpw(b"right", bcrypt.gensalt(rounds=13)).decode()
+    toml, _ = write_configs(tmp_path, {"users": [{"user": "slow", "password": slow},
+                                                 {"user": "fast", "password": "p"}]})
+    sp = start_nats_edge(tmp_path, "-c", str(toml))
+    try:
+        with RawClient(sp.port) as other, RawClient(sp.port) as a:
+            other.send(b'CONNECT {"user":"fast","pass":"p","verbose":false}\r\nPING\r\n')
+            assert other.read_until_pong() == b"PONG\r\n"
+            # Everything pipelined behind the CONNECT waits for the check, then runs in order.
+            a.send(b'CONNECT {"user":"slow","pass":"right","verbose":false}\r\nSUB x 1\r\nPUB x 2\r\nhi\r\nPING\r\n')
+            other.send(b"PING\r\n")
+            assert other.read_until_pong() == b"PONG\r\n"  # served while the check runs ...
+            assert a.drain_available(quiet=0.05) == b""  # ... which has not finished yet
+            assert a.read_until_pong(timeout=20) == b"MSG x 1 2\r\nhi\r\nPONG\r\n"
+        with RawClient(sp.port) as bad:
+            bad.send(b'CONNECT {"user":"slow","pass":"wrong","verbose":false}\r\nPING\r\n')
+            assert bad.read_until_closed(timeout=20) == b"-ERR 'Authorization Violation'\r\n"
+    finally:
+        assert sp.stop() == 0, sp.log()
