@@ -179,14 +179,19 @@ class Server:
             "headers": True,
             "max_payload": self.settings.max_payload,
         }
-        if self.auth_required and self.settings.authorization.no_auth_user is None:
-            # nats-server omits auth_required when no_auth_user lets clients in without credentials.
-            self._info_base["auth_required"] = True
+        self._set_info_auth(self.settings)
         if tls is not None:
             from edge.security.tls import info_fields
 
             self._info_base.update(info_fields(tls))
         log.info("Listening for client connections on %s:%d", self.settings.host, self.port)
+
+    def _set_info_auth(self, settings: Settings) -> None:
+        # nats-server omits auth_required when no_auth_user lets clients in without credentials.
+        if settings.authorization.required and settings.authorization.no_auth_user is None:
+            self._info_base["auth_required"] = True
+        else:
+            self._info_base.pop("auth_required", None)
 
     def stop_accepting(self) -> None:
         if self._listener is not None:
@@ -274,6 +279,8 @@ class Server:
             self.authenticator = build_authenticator(settings)
             if previous is not None:
                 self.authenticator.inherit(previous)
+        if self._info_base:  # listening: what new clients are told
+            self._set_info_auth(settings)
         closed = removed = 0
         for conn in list(self.clients.values()):
             if conn.closed:

@@ -78,17 +78,7 @@ class Broker:
             self.mdns = MdnsRuntime(self, mdns_settings, http_port)
             await self.mdns.start()
             self.device_providers.append(self.mdns)
-        adapter_settings = self.settings.sections.get("adapters")
-        if adapter_settings is not None and adapter_settings.enabled:
-            from edge.adapters.manager import AdapterManager  # edge.adapters.base: the adapter contract
-
-            self.adapters = AdapterManager(self.server, adapter_settings)
-            self.adapters.start()
-            self.device_providers.append(self.adapters)
-        if self.adapters is not None or self.mdns is not None:
-            from edge.runtime.registry import ensure_registry
-
-            ensure_registry(self)  # every adapter's devices on edge.<gateway>.devices, mDNS or not
+        await self._apply_adapters(self.settings.sections.get("adapters"))
 
     async def reload_sections(self, old: Settings, new: Settings) -> list[str]:
         """Apply the feature sections a SIGHUP changed: adapters are reconciled instance by instance,
@@ -98,7 +88,7 @@ class Broker:
         restart = [name for name in sections if old.sections.get(name) != new.sections.get(name)]
         adapters = new.sections.get("adapters")
         if old.sections.get("adapters") != adapters:
-            await self._reload_adapters(adapters)
+            await self._apply_adapters(adapters)
         leaf = new.sections.get("leafnodes")
         if old.sections.get("leafnodes") != leaf:
             if self.outbox is not None:
@@ -112,18 +102,19 @@ class Broker:
                 new.sections.pop(name, None)
         return restart
 
-    async def _reload_adapters(self, settings: Any) -> None:
+    async def _apply_adapters(self, settings: Any) -> None:
+        """Start the adapters (at start, or when a reload adds the first), or reconcile running ones."""
         if self.adapters is None:
             if settings is None or not settings.enabled:
                 return
-            from edge.adapters.manager import AdapterManager
+            from edge.adapters.manager import AdapterManager  # edge.adapters.base: the adapter contract
             from edge.runtime.registry import ensure_registry
 
             assert self.server is not None
             self.adapters = AdapterManager(self.server, settings)
             self.adapters.start()
             self.device_providers.append(self.adapters)
-            ensure_registry(self)
+            ensure_registry(self)  # every adapter's devices on edge.<gateway>.devices, mDNS or not
             return
         started, stopped = await self.adapters.reconfigure(settings)
         log.info("Reloaded adapters: %d started, %d stopped", len(started), len(stopped))

@@ -69,10 +69,6 @@ def apply_settings(broker: Broker, new: Settings) -> list[str]:
     if isinstance(info, dict) and info:
         # What new clients are told in INFO (nats-server sends the new max_payload after a reload).
         info["max_payload"] = new.max_payload
-        if new.authorization.required and new.authorization.no_auth_user is None:
-            info["auth_required"] = True
-        else:
-            info.pop("auth_required", None)
     for conn in list(server.clients.values()):
         conn.max_pending = new.max_pending
         conn.out_limit = new.max_pending - conn.pending_bytes

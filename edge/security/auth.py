@@ -37,12 +37,12 @@ from typing import Any, Final
 
 from edge.config.security import UserSettings
 from edge.config.settings import AuthorizationSettings
+from edge.core.client import CREDENTIAL_OPTIONS
 from edge.protocol.errors import ProtocolError
 from edge.security.permissions import ConnectionPermissions, PermissionRules
 
 log = logging.getLogger("edge.auth")
 
-_STRING_OPTIONS: Final = ("user", "pass", "auth_token", "nkey", "sig", "jwt")
 
 BCRYPT_CACHE_SIZE: Final = 256
 # Defaults of the per-address backoff ([auth_backoff] table).
@@ -178,8 +178,7 @@ class Authenticator:
         user, _ = self._check(conn, options)
         if user is None:
             return False
-        conn.user = user.settings.name
-        conn.permissions = ConnectionPermissions(user.rules, conn) if user.rules is not None else None
+        _assign(conn, user)
         return True
 
     def nonce_for(self, conn: Any) -> str:
@@ -195,7 +194,7 @@ class Authenticator:
         """True (``conn.user``/``conn.permissions`` set) or False (counted, backoff). With ``may_defer``,
         a bcrypt verification that is not cached is returned as a :class:`BcryptCheck` instead of being
         run here, on the event loop; the caller runs it, records it, and calls again."""
-        for key in _STRING_OPTIONS:
+        for key in CREDENTIAL_OPTIONS:
             value = options.get(key)
             if value is not None and not isinstance(value, str):
                 # nats-server fails to unmarshal CONNECT into its string fields: a parse error, no -ERR.
@@ -226,8 +225,7 @@ class Authenticator:
                         f" (address blocked for {period:g}s)" if period else "")
             return False
         self.backoff.success(addr)
-        conn.user = user.settings.name
-        conn.permissions = ConnectionPermissions(user.rules, conn) if user.rules is not None else None
+        _assign(conn, user)
         return True
 
     def bind_port_user(self, conn: Any, name: str) -> bool:
@@ -245,8 +243,7 @@ class Authenticator:
         if entry is None:
             return False
         conn.port_user = name
-        conn.user = entry.settings.name
-        conn.permissions = ConnectionPermissions(entry.rules, conn) if entry.rules is not None else None
+        _assign(conn, entry)
         conn.auth_required = False
         return True
 
@@ -322,6 +319,12 @@ class Authenticator:
             if len(self._bcrypt_done) >= BCRYPT_CACHE_SIZE:
                 del self._bcrypt_done[next(iter(self._bcrypt_done))]
             self._bcrypt_done[check.key] = False
+
+
+def _assign(conn: Any, user: _User) -> None:
+    """``conn`` is ``user`` now: its name, and exactly its permissions (None = unrestricted)."""
+    conn.user = user.settings.name
+    conn.permissions = ConnectionPermissions(user.rules, conn) if user.rules is not None else None
 
 
 class BcryptCheck:
