@@ -7,7 +7,8 @@ Runs in its own process: ``python tests/integration/fake_bluez.py --address unix
 ``ble_fixtures.py``.
 
 What it models (a reading of bluetoothd):
-- adapter ``/org/bluez/hci0`` (Adapter1 + AdvertisementMonitorManager1) that can be removed/re-added;
+- adapter ``/org/bluez/hci0`` (Adapter1 + AdvertisementMonitorManager1) that can be removed/re-added; without
+  the monitor manager (``set_monitor_manager``) it is bluetoothd without ``--experimental`` (pitfall 24);
 - one discovery session per D-Bus sender (pitfall 17), sessions dropped when the sender leaves;
 - devices exported only once heard while scanning; StartDiscovery re-hears known devices after its reply
   (pitfalls 15, 16); adverts injected while nobody scans are stored, not emitted;
@@ -282,6 +283,7 @@ class FakeBluez:
         self.sessions: set[str] = set()
         self.monitors: dict[tuple[str, str], Monitor] = {}
         self.adapter_present = False
+        self.monitor_manager = True  # False: bluetoothd without --experimental (BlueZ < 5.56 or the default)
         self.deaf = False
         self.adapter: Adapter | None = None
         self.monitor_mgr: MonitorManager | None = None
@@ -329,12 +331,14 @@ class FakeBluez:
             Powered=True, Discovering=False, Discoverable=False, Pairable=False,
             Roles=["central", "peripheral"], UUIDs=[],
         )
-        self.monitor_mgr = MonitorManager(
-            self, SupportedMonitorTypes=["or_patterns"], SupportedFeatures=[]
-        )
         self.bus.export(ADAPTER_PATH, self.adapter)
-        self.bus.export(ADAPTER_PATH, self.monitor_mgr)
         self.adapter_present = True
+        if self.monitor_manager:
+            self._export_monitor_manager()
+
+    def _export_monitor_manager(self) -> None:
+        self.monitor_mgr = MonitorManager(self, SupportedMonitorTypes=["or_patterns"], SupportedFeatures=[])
+        self.bus.export(ADAPTER_PATH, self.monitor_mgr)
 
     def _update_discovering(self) -> None:
         if self.adapter is not None and self.adapter_present:
@@ -577,6 +581,23 @@ class FakeBluez:
         self.bus.unexport(ADAPTER_PATH)
         self.adapter_present = False
         self.log("AdapterRemoved")
+
+    def ctl_set_monitor_manager(self, present: bool) -> None:
+        """Export or remove AdvertisementMonitorManager1: bluetoothd with or without ``--experimental``.
+
+        Without it, RegisterMonitor is answered ``org.freedesktop.DBus.Error.UnknownMethod`` as by bluetoothd,
+        which bleak turns into "passive scanning on Linux requires BlueZ >= 5.56 with --experimental".
+        """
+        if present == self.monitor_manager:
+            return
+        self.monitor_manager = present
+        if not self.adapter_present:
+            return
+        if present:
+            self._export_monitor_manager()
+        elif self.monitor_mgr is not None:
+            self.bus.unexport(ADAPTER_PATH, self.monitor_mgr)
+            self.monitor_mgr = None
 
     def ctl_add_adapter(self) -> None:
         self.export_adapter()

@@ -5,6 +5,7 @@ BlueZ on a private dbus-daemon; a nats-py client subscribes to the device subjec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import urllib.request
 from collections.abc import AsyncIterator, Callable
@@ -16,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
 from tests.integration.ble_fixtures import FakeBluezClient, dbus_daemon, fake_bluez
+from tests.support.natsclient import flush
 from tests.support.processes import ServerProcess, start_nats_edge
 
 __all__ = ["dbus_daemon", "fake_bluez"]  # fixtures, imported by name
@@ -138,18 +140,17 @@ async def _start(tmp_path: Path, dbus: str, conf: str) -> ServerProcess:
     )
 
 
-@pytest.fixture
-async def rig(
-    tmp_path: Path, dbus_daemon: str, fake_bluez: FakeBluezClient, request: pytest.FixtureRequest
-) -> AsyncIterator[tuple[ServerProcess, Any, Inbox]]:
-    sp = await _start(tmp_path, dbus_daemon, _config(getattr(request, "param", "")))
+@contextlib.asynccontextmanager
+async def running(tmp_path: Path, dbus: str, conf: str) -> AsyncIterator[tuple[ServerProcess, Any, Inbox]]:
+    """The broker on ``conf`` with a client subscribed to the BLE subjects; on exit: a clean stop, no traceback."""
+    sp = await _start(tmp_path, dbus, conf)
     nc = None
     try:
         nc = await nats.connect(sp.url, connect_timeout=5, allow_reconnect=False)
         inbox = Inbox()
         await nc.subscribe(f"dev.{GW}.ble.>", cb=inbox.handler)
         await nc.subscribe(f"evt.{GW}.ble.>", cb=inbox.handler)
-        await nc.flush()
+        await flush(nc)
         yield sp, nc, inbox
     finally:
         if nc is not None:
@@ -159,6 +160,14 @@ async def rig(
         assert code == 0, log
         assert "Traceback" not in log, log
         assert "adapter radio failed" not in log, log  # never restarted by the supervisor
+
+
+@pytest.fixture
+async def rig(
+    tmp_path: Path, dbus_daemon: str, fake_bluez: FakeBluezClient, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[ServerProcess, Any, Inbox]]:
+    async with running(tmp_path, dbus_daemon, _config(getattr(request, "param", ""))) as r:
+        yield r
 
 
 async def test_adverts_gatt_writes_malformed_and_offline(
@@ -199,7 +208,8 @@ async def test_adverts_gatt_writes_malformed_and_offline(
     assert len(inbox.on(f"dev.{GW}.ble.greenhouse.temperature")) == 1  # nothing from the bad MIC
 
     # The configured device with a 0.6 s timeout goes silent: offline.
-    await inbox.subject(f"evt.{GW}.ble.greenhouse.offline")
+    (off,) = await inbox.subject(f"evt.{GW}.ble.greenhouse.offline")
+    assert set(off) == {"ts", "reason"} and off["reason"] == "silence"
     assert inbox.on(f"evt.{GW}.ble.a4c138000001.offline") == []  # default timeout is 60 s
 
     # GATT: connected (a slot, via the scanner's BLEDevice), notifications become readings.
@@ -273,3 +283,75 @@ async def test_adapter_disappears_and_returns(
     await inbox.subject(f"evt.{GW}.ble.ess.online", 2)  # the GATT device reconnected
     c = await counters(sp)
     assert c["scan_watchdog_restarts"] >= 1 and c["gatt_connects"] >= 2, c
+
+
+async def test_gatt_connect_waits_for_the_scanner_no_inprogress(
+    tmp_path: Path, dbus_daemon: str, fake_bluez: FakeBluezClient
+) -> None:
+    """Devices already around at start: the GATT connect waits until the scan has heard its device instead of
+    opening a discovery session of its own next to the scanner's (BlueZ: InProgress, pitfall 17)."""
+    fake = fake_bluez
+    await fake.call("add_device", address=SENSOR, service_data={"fcd2": "40000102CA09"})
+    await fake.call("add_device", **GATT_DEVICE)  # heard by nobody yet: stored, exported on the first scan
+    async with running(tmp_path, dbus_daemon, _config()) as (sp, _nc, inbox):
+        await inbox.subject(f"evt.{GW}.ble.ess.online")
+        await inbox.subject(f"dev.{GW}.ble.a4c138000001.temperature")
+        c = await counters(sp)
+        assert c["gatt_connects"] == 1 and c["gatt_connect_failures"] == 0 and c["scan_start_failures"] == 0, c
+        assert len(await fake.calls("StartDiscovery")) == 1  # the scanner's only: the connect did not scan
+        assert [a for _, a in await fake.calls("Connect")] == [PERIPH]
+    assert "InProgress" not in sp.log(), sp.log()
+
+
+async def test_passive_without_monitor_manager_falls_back_to_active(
+    tmp_path: Path, dbus_daemon: str, fake_bluez: FakeBluezClient
+) -> None:
+    """bluetoothd without --experimental (Raspberry Pi OS): passive mode scans actively, with one warning."""
+    fake = fake_bluez
+    await fake.call("set_monitor_manager", present=False)
+    await fake.call("add_device", address=SENSOR, service_data={"fcd2": "40000102CA09"})
+    async with running(tmp_path, dbus_daemon, _config('mode = "passive"')) as (sp, _nc, inbox):
+        (s,) = await inbox.subject(f"dev.{GW}.ble.a4c138000001.temperature")
+        assert (s["value"], s["unit"]) == (25.06, "°C")
+        await fake.call("advertise", address=SENSOR, service_data={"fcd2": "40000202C409"})
+        assert (await inbox.subject(f"dev.{GW}.ble.a4c138000001.temperature", 2))[1]["value"] == 25.0
+        c = await counters(sp)
+        assert c["scan_passive_fallbacks"] == 1 and c["scan_start_failures"] == 0, c
+        assert await fake.calls("RegisterMonitor") == [] and len(await fake.calls("StartDiscovery")) == 1
+    warnings = [line for line in sp.log().splitlines() if "passive scanning is not available" in line]
+    assert len(warnings) == 1, sp.log()
+    assert "[WRN]" in warnings[0] and "--experimental" in warnings[0] and "systemctl edit bluetooth" in warnings[0]
+
+
+BEACON = "F0:0D:00:00:00:01"
+EDDY = "F0:0D:00:00:00:02"
+
+
+async def test_beacon_identities_are_published(
+    rig: tuple[ServerProcess, Any, Inbox], fake_bluez: FakeBluezClient
+) -> None:
+    """iBeacon UUID/major/minor and Eddystone UID/URL/TLM become readings (channels in CHANNELS.md)."""
+    _sp, _nc, inbox = rig
+    fake = fake_bluez
+    ibeacon = "0215" "E2C56DB5DFFB48D2B060D0F5A71096E0" "0001" "0102" "C5"
+    await fake.call("add_device", address=BEACON, manufacturer_data={str(0x004C): ibeacon}, rssi=-70)
+    await fake.call("add_device", address=EDDY, service_data={"feaa": "00EE00112233445566778899AABBCCDDEEFF0000"})
+    dev = f"dev.{GW}.ble.f00d00000001"
+    got = {ch: (await inbox.subject(f"{dev}.{ch}"))[0] for ch in (
+        "ibeacon_uuid", "ibeacon_major", "ibeacon_minor", "measured_power")}
+    assert {ch: (b["value"], b["unit"], b["rssi"]) for ch, b in got.items()} == {
+        "ibeacon_uuid": ("e2c56db5-dffb-48d2-b060-d0f5a71096e0", None, -70),
+        "ibeacon_major": (1, None, -70), "ibeacon_minor": (258, None, -70), "measured_power": (-59, "dBm", -70),
+    }
+    await inbox.subject(f"evt.{GW}.ble.f00d00000001.online")
+    eddy = f"dev.{GW}.ble.f00d00000002"
+    assert (await inbox.subject(f"{eddy}.eddystone_namespace"))[0]["value"] == "00112233445566778899"
+    assert (await inbox.subject(f"{eddy}.eddystone_instance"))[0]["value"] == "aabbccddeeff"
+    assert (await inbox.subject(f"{eddy}.tx_power"))[0]["value"] == -18
+    # The same beacon's TLM and URL frames: telemetry and its URL under the same device.
+    await fake.call("advertise", address=EDDY, service_data={"feaa": "20000BB8158000000064" "00002710"})
+    (t,) = await inbox.subject(f"{eddy}.temperature")
+    (v,) = await inbox.subject(f"{eddy}.battery_voltage")
+    assert (t["value"], t["unit"], v["value"], v["unit"]) == (21.5, "°C", 3.0, "V")
+    await fake.call("advertise", address=EDDY, service_data={"feaa": "10EB03" + b"goo.gl/S6zT6P".hex()})
+    assert (await inbox.subject(f"{eddy}.url"))[0]["value"] == "https://goo.gl/S6zT6P"

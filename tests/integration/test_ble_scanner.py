@@ -83,7 +83,7 @@ async def test_deny_list_and_ruuvi(fake_bluez: FakeBluezClient) -> None:
         await rec.wait(lambda: len(rec.readings) == 1)
         dev, values, _rssi, fmt = rec.readings[0]
         assert (dev, fmt) == ("a4c138000002", "ruuvi_v5")
-        assert values["temperature"] == 24.3 and values["acceleration_z"] == 1.036
+        assert values["temperature"] == 24.3 and values["acceleration_z"] == 10.1596894  # 1036 mG in m/s²
         await fake_bluez.wait_for(lambda: _filtered(sc), what="denied advert counted")
     assert all(d == "a4c138000002" for d, _ in rec.states)
 
@@ -200,7 +200,7 @@ async def test_gatt_notify_poll_write_and_reconnect(fake_bluez: FakeBluezClient)
         await rec.wait(lambda: ("ess", "online") in rec.states)
         await rec.wait(lambda: len(rec.readings) == 3)  # the three polled reads
         assert {k: v for _, vals, _, _ in rec.readings for k, v in vals.items()} == {
-            "humidity": 50.55, "pressure": 101325.2, "battery": 97,
+            "humidity": 50.55, "pressure": 1013.252, "battery": 97,  # hPa (1013252 × 0.1 Pa)
         }
         await fake_bluez.wait_for(lambda: _notifying(fake_bluez, 3), what="3 subscriptions")
         assert await fake_bluez.call("notify", address=PERIPH, uuid="2a6e", value="C409")

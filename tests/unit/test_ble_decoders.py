@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import struct
 import sys
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
@@ -10,16 +12,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.adapters.ble.decoders import (
+    FORMAT_CHANNELS,
     REJECT_REASONS,
     DecoderState,
     Field,
     Measurement,
     StructLayout,
     bthome,
+    channel_units,
+    channels_markdown,
     decode_advertisement,
     decode_characteristic,
     uuid16,
 )
+from edge.adapters.ble.decoders.gatt_values import SIG_CHARACTERISTICS
 
 BTHOME = uuid16(0xFCD2)
 ESS = uuid16(0x181A)
@@ -49,7 +55,7 @@ BTHOME_VECTORS = [
     ("04138A01", "pressure", 1008.83, "hPa"),
     ("05138A14", "illuminance", 13460.67, "lx"),
     ("065E1F", "mass", 80.3, "kg"),
-    ("073E1D", "mass", 74.86, "lb"),
+    ("073E1D", "mass", 33.9559, "kg"),  # 74.86 lb × 0.45359237 kg/lb (one unit per channel)
     ("08CA06", "dewpoint", 17.38, "°C"),
     ("0960", "count", 96, ""),
     ("0A138A14", "energy", 1346.067, "kWh"),
@@ -65,7 +71,7 @@ BTHOME_VECTORS = [
     ("3D0960", "count", 24585, ""),
     ("3E2A2C0960", "count", 1611213866, ""),
     ("3F020C", "rotation", 307.4, "°"),
-    ("400C00", "distance", 12, "mm"),
+    ("400C00", "distance", 0.012, "m"),  # 12 mm
     ("414E00", "distance", 7.8, "m"),
     ("424E3400", "duration", 13.390, "s"),
     ("434E34", "current", 13.39, "A"),
@@ -73,7 +79,7 @@ BTHOME_VECTORS = [
     ("451101", "temperature", 27.3, "°C"),
     ("4632", "uv_index", 5.0, ""),
     ("478756", "volume", 2215.1, "L"),
-    ("48DC87", "volume", 34780, "mL"),
+    ("48DC87", "volume", 34.78, "L"),  # 34780 mL
     ("49DC87", "volume_flow_rate", 34.780, "m3/hr"),
     ("4A020C", "voltage", 307.4, "V"),
     ("4B138A14", "gas", 1346.067, "m3"),
@@ -297,24 +303,25 @@ def test_ruuvi_valid_vector() -> None:
     r = ruuvi("0512FC5394C37C0004FFFC040CAC364200CDCBB8334C884F")
     assert r.format == "ruuvi_v5"
     assert values(r) == {
-        "temperature": 24.3, "humidity": 53.49, "pressure": 100044,
-        "acceleration_x": 0.004, "acceleration_y": -0.004, "acceleration_z": 1.036,
+        # 100044 Pa = 1000.44 hPa; 4 / -4 / 1036 mG × 9.80665 m/s² per g (device-formats.md: 1.036 G ≈ 10.16 m/s²)
+        "temperature": 24.3, "humidity": 53.49, "pressure": 1000.44,
+        "acceleration_x": 0.0392266, "acceleration_y": -0.0392266, "acceleration_z": 10.1596894,
         "battery_voltage": 2.977, "tx_power": 4, "movement_counter": 66, "measurement_sequence": 205,
     }
     assert r.dedupe_key == 205 and r.identity == {"mac": "CB:B8:33:4C:88:4F"}
     units = {m.channel: m.unit for m in r.measurements}
-    assert units["temperature"] == "°C" and units["pressure"] == "Pa" and units["acceleration_z"] == "g"
+    assert units["temperature"] == "°C" and units["pressure"] == "hPa" and units["acceleration_z"] == "m/s²"
 
 
 def test_ruuvi_max_min_invalid_vectors() -> None:
     assert values(ruuvi("057FFFFFFEFFFE7FFF7FFF7FFFFFDEFEFFFECBB8334C884F")) == {
-        "temperature": 163.835, "humidity": 163.835, "pressure": 115534,
-        "acceleration_x": 32.767, "acceleration_y": 32.767, "acceleration_z": 32.767,
+        "temperature": 163.835, "humidity": 163.835, "pressure": 1155.34,  # 115534 Pa
+        "acceleration_x": 321.33450055, "acceleration_y": 321.33450055, "acceleration_z": 321.33450055,  # 32767 mG
         "battery_voltage": 3.646, "tx_power": 20, "movement_counter": 254, "measurement_sequence": 65534,
     }
     assert values(ruuvi("058001000000008001800180010000000000CBB8334C884F")) == {
-        "temperature": -163.835, "humidity": 0.0, "pressure": 50000,
-        "acceleration_x": -32.767, "acceleration_y": -32.767, "acceleration_z": -32.767,
+        "temperature": -163.835, "humidity": 0.0, "pressure": 500.0,  # 50000 Pa
+        "acceleration_x": -321.33450055, "acceleration_y": -321.33450055, "acceleration_z": -321.33450055,
         "battery_voltage": 1.6, "tx_power": -40, "movement_counter": 0, "measurement_sequence": 0,
     }
     r = ruuvi("058000FFFFFFFF800080008000FFFFFFFFFFFFFFFFFFFFFF")
@@ -364,10 +371,13 @@ def test_xiaomi_bad_length(n: int) -> None:
 def test_ibeacon() -> None:
     md = bytes.fromhex("0215" "E2C56DB5DFFB48D2B060D0F5A71096E0" "0001" "0102" "C5")
     r = decode_advertisement(MAC, {0x004C: md}, {}, state=DecoderState())
-    assert r.format == "ibeacon" and r.measurements == ()
-    assert r.identity == {
-        "uuid": "e2c56db5-dffb-48d2-b060-d0f5a71096e0", "major": 1, "minor": 258, "measured_power": -59,
-    }
+    assert r.format == "ibeacon" and r.dedupe_key is None
+    assert r.measurements == (
+        Measurement("ibeacon_uuid", "e2c56db5-dffb-48d2-b060-d0f5a71096e0", kind="info"),
+        Measurement("ibeacon_major", 1, kind="info"),
+        Measurement("ibeacon_minor", 258, kind="info"),
+        Measurement("measured_power", -59, "dBm", kind="info"),
+    )
     # Other Apple adverts are not iBeacons and not errors.
     s = DecoderState()
     assert decode_advertisement(MAC, {0x004C: bytes.fromhex("1005")}, {}, state=s).format is None
@@ -379,7 +389,11 @@ def test_eddystone_uid_and_tlm() -> None:
     uid = bytes.fromhex("00EE" "00112233445566778899" "AABBCCDDEEFF" "0000")
     r = decode_advertisement(MAC, {}, {EDDY: uid}, state=s)
     assert r.format == "eddystone_uid"
-    assert r.identity == {"namespace": "00112233445566778899", "instance": "aabbccddeeff", "tx_power": -18}
+    assert r.measurements == (
+        Measurement("eddystone_namespace", "00112233445566778899", kind="info"),
+        Measurement("eddystone_instance", "aabbccddeeff", kind="info"),
+        Measurement("tx_power", -18, "dBm", kind="info"),
+    )
     tlm = bytes.fromhex("20" "00" "0BB8" "1580" "00000064" "00002710")
     r = decode_advertisement(MAC, {}, {EDDY: tlm}, state=s)
     assert r.format == "eddystone_tlm" and r.dedupe_key == 100
@@ -398,7 +412,9 @@ def test_eddystone_uid_and_tlm() -> None:
 def test_eddystone_url() -> None:
     sd = {EDDY: bytes.fromhex("10EB03") + b"goo.gl/S6zT6P"}
     r = decode_advertisement(MAC, {}, sd, state=DecoderState())
-    assert r.identity == {"url": "https://goo.gl/S6zT6P", "tx_power": -21}
+    assert r.format == "eddystone_url" and r.measurements == (
+        Measurement("url", "https://goo.gl/S6zT6P", kind="info"), Measurement("tx_power", -21, "dBm", kind="info"),
+    )
 
 
 def test_unrecognised_advert_is_not_a_reject() -> None:
@@ -417,7 +433,7 @@ def test_unrecognised_advert_is_not_a_reject() -> None:
         (uuid16(0x2A6E), "1A95", (Measurement("temperature", -273.66, "°C"),)),
         (uuid16(0x2A6F), "BF13", (Measurement("humidity", 50.55, "%"),)),
         (uuid16(0x2A6F), "FFFF", ()),
-        (uuid16(0x2A6D), "04760F00", (Measurement("pressure", 101325.2, "Pa"),)),
+        (uuid16(0x2A6D), "04760F00", (Measurement("pressure", 1013.252, "hPa"),)),  # 1013252 × 0.1 Pa
         (uuid16(0x2A19), "61", (Measurement("battery", 97, "%"),)),
         (uuid16(0x2A19), "6161", None),
         (uuid16(0x2A6E), "66", None),
@@ -479,3 +495,51 @@ def test_bthome_garbage_bodies(body: bytes, info: int) -> None:
     r = bt(bytes((info,)).hex() + body.hex(), state=s, keys=None)
     assert r.note != "decoder_error"
     assert r.ok or r.reject in REJECT_REASONS
+
+
+# --- one unit per channel name, and the documented table is the decoders' own metadata
+CHANNELS_MD = Path(__file__).resolve().parents[2] / "edge/adapters/ble/CHANNELS.md"
+
+
+def test_one_unit_per_channel_name_across_formats() -> None:
+    units = channel_units()  # raises on a conflict
+    assert (units["pressure"].unit, units["temperature"].unit, units["battery_voltage"].unit) == ("hPa", "°C", "V")
+    assert (units["humidity"].unit, units["battery"].unit, units["distance"].unit, units["volume"].unit) == (
+        "%", "%", "m", "L",
+    )
+
+
+def test_channels_doc_is_generated_from_the_decoders() -> None:
+    assert channels_markdown() in CHANNELS_MD.read_text(encoding="utf-8"), (
+        "edge/adapters/ble/CHANNELS.md is out of date: paste decoders.channels_markdown() into it"
+    )
+
+
+DECLARED_VECTORS = [  # (manufacturer data, service data): every format's vectors from this file
+    ({0x0499: bytes.fromhex("0512FC5394C37C0004FFFC040CAC364200CDCBB8334C884F")}, {}),
+    ({0x004C: bytes.fromhex("0215E2C56DB5DFFB48D2B060D0F5A71096E000010102C5")}, {}),
+    ({}, {EDDY: bytes.fromhex("00EE00112233445566778899AABBCCDDEEFF0000")}),
+    ({}, {EDDY: bytes.fromhex("10EB03") + b"goo.gl/S6zT6P"}),
+    ({}, {EDDY: bytes.fromhex("20000BB8158000000064" "00002710")}),
+    ({}, {ESS: bytes.fromhex("A4C13807FCEE00ED24290A3F08")}),
+    ({}, {ESS: bytes.fromhex("EEFC0738C1A44309470E3F0A290909")}),
+    ({}, {BTHOME: bytes.fromhex("40" "3A01" "3C020A" "3B0002" "505d396164" "530C48656C6C6F20576F726C6421")}),
+    ({}, {BTHOME: bytes.fromhex("40" "540C48656C6C6F20576F726C6421" "F100010204")}),
+    *(({}, {BTHOME: bytes.fromhex("40" + v[0])}) for v in BTHOME_VECTORS),
+]
+
+
+@pytest.mark.parametrize(("md", "sd"), DECLARED_VECTORS)
+def test_decoders_emit_only_declared_channels(md: dict[int, bytes], sd: dict[str, bytes]) -> None:
+    r = decode_advertisement(MAC, md, sd, state=DecoderState())
+    assert r.ok and r.measurements and r.format is not None
+    declared = FORMAT_CHANNELS[r.format]
+    for m in r.measurements:
+        spec = declared[m.channel]
+        assert (m.unit, m.kind) == (spec.unit, spec.kind), m
+
+
+def test_gatt_sig_channels_are_declared() -> None:
+    for uuid, sig in SIG_CHARACTERISTICS.items():
+        (m,) = decode_characteristic(uuid, bytes(struct.calcsize(sig.fmt))) or (None,)
+        assert m is not None and FORMAT_CHANNELS["gatt"][m.channel].unit == m.unit, uuid

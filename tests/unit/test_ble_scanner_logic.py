@@ -106,12 +106,16 @@ def test_callback_errors_are_counted_not_raised() -> None:
 
 
 def test_tracked_devices_bounded() -> None:
-    sc, _ = make(max_devices=4, devices=(DeviceConfig(A),))
+    sc, rec = make(max_devices=4, devices=(DeviceConfig(A),))
     adv(sc, A, "4002CA09", 0.0)
     for i in range(10):
         adv(sc, f"00:00:00:00:00:{i:02X}", "4002CA09", 0.0)
     assert len(sc._tracks) == 4 and sc.stats.evictions == 7
     assert A in sc._tracks  # configured devices are evicted last
+    # Each eviction is reported as "lost" (oldest first); heard again, a device is "discovered" again.
+    assert [d for d, st in rec.states if st == "lost"] == [f"00000000000{i}" for i in range(7)]
+    adv(sc, "00:00:00:00:00:00", "4002C409", 1.0)
+    assert rec.states[-2:] == [("000000000000", "discovered"), ("000000000000", "online")]
 
 
 def test_imports_stay_lazy() -> None:

@@ -4,7 +4,8 @@ Configuration (validated at load time, bleak is not imported here)::
 
     [[adapters.ble]]
     adapter = "hci0"              # BlueZ adapter (the hardware profiles' on-board radio is hci0)
-    mode = "active"               # active | passive (BlueZ advertisement monitor, needs BlueZ >= 5.56)
+    mode = "active"               # active | passive (advertisement monitor: BlueZ >= 5.56 run with --experimental;
+                                  # without it: active, with one warning saying how to enable it)
     allow = ["A4:C1:38:00:00:01"] # only these advertisers (empty/absent = everyone); deny always wins
     deny = []
     min_interval = "0s"           # per-device minimum time between published readings
@@ -37,14 +38,18 @@ Configuration (validated at load time, bleak is not imported here)::
     ]
 
 Subjects: readings ``dev.<gw>.ble.<device>.<channel>`` (``{"value", "unit", "ts", "rssi"}``; GATT readings
-have no rssi, BTHome events carry ``detail`` when the event has an argument), lifecycle events
-``evt.<gw>.ble.<device>.{online,offline,discovered}``, and for GATT devices the request subject
+have no rssi, BTHome events carry ``detail`` when the event has an argument; channels and units:
+``CHANNELS.md``; beacon identities are ``info`` readings such as ``ibeacon_uuid``), lifecycle events
+``evt.<gw>.ble.<device>.{online,offline,discovered,lost}`` (offline with ``reason`` "silence",
+"disconnected" or "lost"; discovered/lost only for unconfigured advertisers with ``discovery = true``,
+lost when the bounded tracking table evicts one), and for GATT devices the request subject
 ``cmd.<gw>.ble.<device>.write`` with ``{"uuid": "2a06", "data": "<hex>", "response": true}`` answered by
 ``{"ok": true}`` or ``{"error": "..."}``.
 
 Presence: the scanner decides online/offline for advertisers, the GATT link for connected devices (a
-GATT device is also handed to the scanner, only so that its ``BLEDevice`` is remembered and the connect
-needs no scan of its own, which BlueZ would refuse while our scan runs: ble-testing.md pitfall 17).
+GATT device is also handed to the scanner, only so that its ``BLEDevice`` is remembered: the connect waits
+until the scan has heard the device and needs no scan of its own, which BlueZ would refuse with InProgress
+while ours runs: ble-testing.md pitfall 17).
 """
 
 from __future__ import annotations
@@ -399,18 +404,33 @@ class BleAdapter(Adapter):
     def _on_scan_state(self, device: str, state: str) -> None:
         if device in self._gatt_names:
             return  # a GATT device's presence is its link's (the scanner only remembers its BLEDevice)
+        unconfigured = device not in self._by_name
         if state == "discovered":
-            if self.config.discovery and device not in self._by_name:
+            if self.config.discovery and unconfigured:
                 address = _address_of(device)
                 self.ctx.event(device, "discovered", **({"address": address} if address else {}))
                 st = self.ctx.device(device)
                 if st is not None and address:
                     st.extra["address"] = address
             return
-        self.ctx.set_online(device, state == "online")
+        if state == "lost":  # evicted from the scanner's bounded table: forgotten until heard again
+            self.ctx.set_online(device, False, reason="lost")
+            if unconfigured:
+                self.ctx.devices.pop(device, None)
+                if self.config.discovery:
+                    address = _address_of(device)
+                    self.ctx.event(device, "lost", **({"address": address} if address else {}))
+            return
+        if state == "online":
+            self.ctx.set_online(device, True)
+        else:
+            self.ctx.set_online(device, False, reason="silence")
 
     def _on_gatt_state(self, device: str, state: str) -> None:
-        self.ctx.set_online(device, state == "online")
+        if state == "online":
+            self.ctx.set_online(device, True)
+        else:
+            self.ctx.set_online(device, False, reason="disconnected")
 
     # -- write requests
     def _on_command(self, device: str, action: str, msg: Message) -> None:
@@ -487,7 +507,7 @@ class BleAdapter(Adapter):
         gatt = self.gatt = GattManager(
             cfg.gatt_devices, on_reading=self._on_reading, on_device_state=self._on_gatt_state,
             adapter=cfg.adapter, max_connections=cfg.max_connections, backoff=(cfg.backoff_min, cfg.backoff_max),
-            connect_timeout=cfg.connect_timeout, resolve_device=scanner.ble_device,
+            connect_timeout=cfg.connect_timeout, resolve_device=scanner.connect_target,
         )
         for name in sorted(self._gatt_names):
             self.ctx.on_command(name, lambda action, msg, name=name: self._on_command(name, action, msg))

@@ -14,18 +14,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from edge.errors import EdgeError
 
 from .decoders import StructLayout, decode_characteristic, normalize_address, uuid16
+from .decoders.gatt_values import FORMAT
 from .scanner import OnDeviceState, OnReading, default_device_id
 
 log = logging.getLogger(__name__)
 
-FORMAT: Final = "gatt"
 DEFAULT_MAX_CONNECTIONS: Final = 3  # ESPHome's default; CSR dongles allow 5, Broadcom 7 (§2.4 [B8][B9])
 READ_ECHO_WINDOW: Final = 1.0  # s: a read also fires the notify callback (ble-testing.md pitfall 18)
 MAX_HELD: Final = 16  # notifications held per characteristic while its read is in flight
@@ -101,9 +101,11 @@ class GattManager:
         adapter: BlueZ adapter name.
         max_connections: connection-slot limit shared by all devices.
         backoff: (first, max) seconds between reconnect attempts.
-        resolve_device: returns a bleak ``BLEDevice`` for an address (e.g. ``BleScanner.ble_device``), so a
-            connect does not start its own scan while the scanner runs (BlueZ allows one discovery
-            session per D-Bus connection, ble-testing.md pitfall 17); None → connect by address.
+        resolve_device: ``await resolve_device(address, timeout)`` gives the bleak ``BLEDevice`` to connect
+            to (``BleScanner.connect_target``: waits until the scanner has heard the device, so a connect
+            never opens a discovery session of its own next to the scanner's, which BlueZ refuses with
+            InProgress, ble-testing.md pitfall 17), or None to connect by address; it raises TimeoutError
+            when the device is not heard in time. Without it, every connect is by address.
     """
 
     def __init__(
@@ -116,7 +118,7 @@ class GattManager:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         backoff: tuple[float, float] = (1.0, 60.0),
         connect_timeout: float = 10.0,
-        resolve_device: Callable[[str], Any] | None = None,
+        resolve_device: Callable[[str, float], Awaitable[Any]] | None = None,
     ) -> None:
         self.on_reading = on_reading
         self.on_device_state = on_device_state
@@ -211,10 +213,11 @@ class GattManager:
         delay = first
         while not self._stopping.is_set():
             try:
+                target = await self._target(link)  # before taking a slot: waiting to be heard holds none
                 async with self.slots:
                     if self._stopping.is_set():
                         break
-                    await self._session(link)
+                    await self._session(link, target)
                     delay = first  # connected at least once: reset the backoff
             except asyncio.CancelledError:
                 raise
@@ -229,14 +232,32 @@ class GattManager:
                 await asyncio.wait_for(self._stopping.wait(), delay)
             delay = min(delay * 2, cap)
 
-    async def _session(self, link: _Link) -> None:
+    async def _target(self, link: _Link) -> Any:
+        """The ``BLEDevice`` (or address) to connect to; GattError when the scanner has not heard it in time."""
+        addr = normalize_address(link.cfg.address)
+        if self.resolve_device is None:
+            return addr
+        resolve = asyncio.ensure_future(self.resolve_device(addr, self.connect_timeout))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:  # stop() must not wait for a device that is not around
+            await asyncio.wait((resolve, stopping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not resolve.done():
+                resolve.cancel()
+        if not resolve.done() or resolve.cancelled():
+            return addr  # stopping: the caller checks _stopping before connecting
+        if isinstance(resolve.exception(), TimeoutError):
+            raise GattError(f"not heard by the scanner within {self.connect_timeout:g}s")
+        device = resolve.result()
+        return device if device is not None else addr
+
+    async def _session(self, link: _Link, target: Any) -> None:
         from bleak import BleakClient  # lazy: only configured GATT devices pay for bleak
 
-        addr = normalize_address(link.cfg.address)
-        target = self.resolve_device(addr) if self.resolve_device else None
         link.lost.clear()
         client = BleakClient(
-            target or addr,
+            target,
             disconnected_callback=lambda _c: link.lost.set(),
             timeout=self.connect_timeout,
             bluez={"adapter": self.adapter},

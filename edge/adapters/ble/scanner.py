@@ -25,12 +25,18 @@ from .decoders import DecoderState, Measurement, decode_advertisement, normalize
 
 log = logging.getLogger(__name__)
 
-DeviceStateName = Literal["online", "offline", "discovered"]
+DeviceStateName = Literal["online", "offline", "discovered", "lost"]
 OnReading = Callable[[str, Sequence[Measurement], int | None, str], None]
 OnDeviceState = Callable[[str, DeviceStateName], None]
 
 MAX_TRACKED_DEVICES: Final = 512  # presence entries; phones with rotating MACs would grow this forever
-MAX_BLE_DEVICES: Final = 256  # BLEDevice handles kept for GATT connects (configured devices first)
+# Logged once when passive mode falls back to active (BlueZ without AdvertisementMonitorManager1).
+PASSIVE_UNAVAILABLE: Final = (
+    "BLE passive scanning is not available on %s (BlueZ lacks AdvertisementMonitorManager1: it needs BlueZ >= 5.56 "
+    "with bluetoothd started with --experimental); scanning in active mode instead. To enable passive mode add a "
+    "systemd drop-in (systemctl edit bluetooth): [Service] ExecStart= ExecStart=/usr/libexec/bluetooth/bluetoothd "
+    "--experimental (one per line), then systemctl restart bluetooth"
+)
 
 # Passive scans need at least one pattern (bleak/BlueZ); these match every format decoders/ knows.
 # (start position, AD type, content): 0x16 = service data UUID16, 0xFF = manufacturer data.
@@ -88,6 +94,7 @@ class ScannerStats:
     scan_starts: int = 0
     start_failures: int = 0
     watchdog_restarts: int = 0
+    passive_fallbacks: int = 0
 
 
 @dataclass(slots=True)
@@ -118,8 +125,9 @@ class BleScanner:
     Args:
         config: scanner settings.
         on_reading: ``(device_id, measurements, rssi, format)`` for each new, unthrottled reading.
-        on_device_state: ``(device_id, "discovered" | "online" | "offline")`` on presence changes;
-            "discovered" is reported once per tracked device, before its first "online".
+        on_device_state: ``(device_id, "discovered" | "online" | "offline" | "lost")`` on presence changes;
+            "discovered" is reported once per tracked device, before its first "online"; "lost" when the
+            device is evicted from the bounded tracking table (heard again, it is "discovered" again).
     """
 
     def __init__(self, config: ScannerConfig, on_reading: OnReading, on_device_state: OnDeviceState) -> None:
@@ -133,7 +141,11 @@ class BleScanner:
         self._allow = frozenset(normalize_address(a) for a in config.allow)
         self._deny = frozenset(normalize_address(a) for a in config.deny)
         self._tracks: OrderedDict[str, _Track] = OrderedDict()
-        self._ble_devices: OrderedDict[str, Any] = OrderedDict()
+        # BLEDevice handles of configured devices only (bounded by the config), for GATT connects.
+        self._ble_devices: dict[str, Any] = {}
+        self._heard = {a: asyncio.Event() for a in self._configured}
+        self._started = asyncio.Event()  # set once the first scan has started (and the mode is settled)
+        self.mode: Literal["active", "passive"] = config.mode  # effective: passive may fall back to active
         self._last_advert: float | None = None
         self._scan = _Scan()
         self._task: asyncio.Task[None] | None = None
@@ -209,8 +221,9 @@ class BleScanner:
             return track
         if len(self._tracks) >= self.config.max_devices:
             victim = next((a for a in self._tracks if a not in self._configured), next(iter(self._tracks)))
-            del self._tracks[victim]
+            lost = self._tracks.pop(victim)
             self.stats.evictions += 1
+            self._state(lost.device_id, "lost")
         cfg = self._configured.get(addr)
         device_id = cfg.device_id if cfg and cfg.device_id else default_device_id(addr)
         track = self._tracks[addr] = _Track(device_id, now, trigger_based=trigger_based)
@@ -246,37 +259,61 @@ class BleScanner:
         """True while the scan task runs (started and not ended by a bug; failed starts are retried inside)."""
         return self._task is not None and not self._task.done()
 
-    def ble_device(self, address: str) -> Any:
-        """The last bleak ``BLEDevice`` seen for ``address`` (for GATT connects without a scan), or None."""
-        return self._ble_devices.get(normalize_address(address))
+    async def connect_target(self, address: str, timeout: float) -> Any:
+        """The bleak ``BLEDevice`` a GATT connect to the configured ``address`` should use, or None.
+
+        Waits (at most ``timeout`` s, else TimeoutError) until the first scan has started, then, in active
+        mode, until this scanner has heard the device: a connect by address would open a discovery session
+        of its own, which BlueZ refuses with ``org.bluez.Error.InProgress`` while ours runs (one session per
+        D-Bus sender, ble-testing.md pitfall 17), or which makes our own scan start fail. In passive mode we
+        hold no discovery session, so None (connect by address, bleak finds the device) is fine.
+        """
+        addr = normalize_address(address)
+        async with asyncio.timeout(timeout):
+            await self._started.wait()
+            heard = self._heard.get(addr)
+            if self.mode == "active" and heard is not None:
+                await heard.wait()
+        return self._ble_devices.get(addr)
 
     # --- bleak part
     def _on_detect(self, device: Any, adv: Any) -> None:
         addr = normalize_address(device.address)
-        if addr in self._configured or addr in self._tracks:
+        heard = self._heard.get(addr)
+        if heard is not None:
             self._ble_devices[addr] = device
-            self._ble_devices.move_to_end(addr)
-            if len(self._ble_devices) > MAX_BLE_DEVICES:
-                self._ble_devices.popitem(last=False)
+            heard.set()
         self.handle_advertisement(addr, adv.manufacturer_data, adv.service_data, adv.rssi,
                                   asyncio.get_running_loop().time())
 
     async def _start_scanner(self) -> None:
         from bleak import BleakScanner  # lazy: only a running BLE adapter pays for bleak
+        from bleak.exc import BleakDBusError, BleakError
 
         bluez: dict[str, Any] = {"adapter": self.config.adapter}
-        if self.config.mode == "passive":
+        if self.mode == "passive":
             from bleak.args.bluez import OrPattern
 
             patterns = self.config.passive_patterns
             bluez["or_patterns"] = [OrPattern(s, t, c) for s, t, c in patterns]  # type: ignore[arg-type]
-        scanner = BleakScanner(
-            self._on_detect, scanning_mode=self.config.mode, bluez=bluez  # type: ignore[arg-type]
-        )
+        scanner = BleakScanner(self._on_detect, scanning_mode=self.mode, bluez=bluez)  # type: ignore[arg-type]
         self.stats.scan_starts += 1
-        await scanner.start()
+        try:
+            await scanner.start()
+        except BleakError as exc:
+            # bleak's answer when the adapter has no AdvertisementMonitorManager1 (RegisterMonitor is an
+            # UnknownMethod): BlueZ < 5.56 or bluetoothd without --experimental, as on Raspberry Pi OS. Retrying
+            # cannot help; active scanning decodes the same adverts (plus scan responses).
+            if self.mode != "passive" or isinstance(exc, BleakDBusError) or "--experimental" not in str(exc):
+                raise
+            log.warning(PASSIVE_UNAVAILABLE, self.config.adapter)
+            self.stats.passive_fallbacks += 1
+            self.mode = "active"
+            await self._start_scanner()
+            return
         self._scan = _Scan(scanner, asyncio.get_running_loop().time())
         self.scanning = True
+        self._started.set()
 
     async def _stop_scanner(self) -> None:
         scan, self._scan = self._scan, _Scan(started_at=self._scan.started_at)
@@ -296,7 +333,7 @@ class BleScanner:
                 try:
                     await self._start_scanner()
                     delay = first
-                    log.info("BLE scanning on %s (%s)", self.config.adapter, self.config.mode)
+                    log.info("BLE scanning on %s (%s)", self.config.adapter, self.mode)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:

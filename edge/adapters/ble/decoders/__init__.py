@@ -9,13 +9,15 @@ rejects in ``state.rejects``. It never raises on malformed payloads.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Final
 
-from . import beacons, bthome, ruuvi, xiaomi
+from . import beacons, bthome, gatt_values, ruuvi, xiaomi
 from ._state import MAX_DEVICES, DecoderState, DeviceState
-from ._types import REJECT_REASONS, DecodeResult, Measurement, RejectReason, Value
+from ._types import REJECT_REASONS, Channels, ChannelSpec, DecodeResult, Measurement, RejectReason, Value
 from .gatt_values import Field, StructLayout, decode_characteristic, uuid16
 
 __all__ = [
+    "FORMAT_CHANNELS",
     "MAX_DEVICES",
     "REJECT_REASONS",
     "DecodeResult",
@@ -26,11 +28,47 @@ __all__ = [
     "RejectReason",
     "StructLayout",
     "Value",
+    "channel_units",
+    "channels_markdown",
     "decode_advertisement",
     "decode_characteristic",
     "normalize_address",
     "uuid16",
 ]
+
+
+#: Every format's channels, in the table's column order (the ``format`` readings and /devicez report).
+FORMAT_CHANNELS: Final[Mapping[str, Channels]] = {
+    bthome.FORMAT: bthome.CHANNELS,
+    xiaomi.FORMAT_ATC: xiaomi.ATC_CHANNELS,
+    xiaomi.FORMAT_PVVX: xiaomi.PVVX_CHANNELS,
+    ruuvi.FORMAT: ruuvi.CHANNELS,
+    beacons.FORMAT_IBEACON: beacons.IBEACON_CHANNELS,
+    beacons.FORMAT_EDDYSTONE_UID: beacons.EDDYSTONE_UID_CHANNELS,
+    beacons.FORMAT_EDDYSTONE_URL: beacons.EDDYSTONE_URL_CHANNELS,
+    beacons.FORMAT_EDDYSTONE_TLM: beacons.EDDYSTONE_TLM_CHANNELS,
+    gatt_values.FORMAT: gatt_values.CHANNELS,
+}
+
+
+def channel_units() -> dict[str, ChannelSpec]:
+    """Channel name → its spec across all formats; ValueError if two formats give one name two units."""
+    out: dict[str, ChannelSpec] = {}
+    for fmt, channels in FORMAT_CHANNELS.items():
+        for name, spec in channels.items():
+            if out.setdefault(name, spec).unit != spec.unit:
+                raise ValueError(f"channel {name!r}: {fmt} says {spec.unit!r}, another format {out[name].unit!r}")
+    return out
+
+
+def channels_markdown() -> str:
+    """The channel table of ``edge/adapters/ble/CHANNELS.md`` (and the README's config reference)."""
+    rows = ["| channel | unit | kind | formats |", "|---|---|---|---|"]
+    for name, spec in sorted(channel_units().items()):
+        formats = ", ".join(f for f, chans in FORMAT_CHANNELS.items() if name in chans)
+        kinds = sorted({FORMAT_CHANNELS[f][name].kind for f in formats.split(", ")})
+        rows.append(f"| `{name}` | {spec.unit or '–'} | {'/'.join(kinds)} | {formats} |")
+    return "\n".join(rows) + "\n"
 
 
 def normalize_address(address: str) -> str:

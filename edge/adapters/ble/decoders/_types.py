@@ -42,6 +42,25 @@ class Measurement:
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelSpec:
+    """What a channel name means: its one unit (``""`` = none) and kind. Each decoder module declares its
+    channels in a ``CHANNELS`` mapping and builds its measurements from it (:func:`measure`), so the
+    documented table (``edge/adapters/ble/CHANNELS.md``) is derived from the code and cannot drift."""
+
+    unit: str = ""
+    kind: MeasurementKind = "sensor"
+
+
+Channels = Mapping[str, ChannelSpec]
+
+
+def measure(channels: Channels, name: str, value: Value, detail: int | None = None) -> Measurement:
+    """A measurement of the declared channel ``name`` (KeyError for an undeclared one: a decoder bug)."""
+    spec = channels[name]
+    return Measurement(name, value, spec.unit, spec.kind, detail)
+
+
+@dataclass(frozen=True, slots=True)
 class DecodeResult:
     """The outcome of decoding one advertisement.
 

@@ -1,4 +1,9 @@
-"""iBeacon and Eddystone UID/URL/TLM (device-formats.md §2.5). Beacons carry identity, TLM telemetry."""
+"""iBeacon and Eddystone UID/URL/TLM (device-formats.md §2.5).
+
+Beacon identities (iBeacon UUID/major/minor, Eddystone namespace/instance, URL) are measurements of kind
+``info``, published like any reading (``dev.<gw>.ble.<device>.ibeacon_uuid``, ...) with the advert's RSSI,
+which is what proximity uses; TLM frames are telemetry (sensor measurements).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import struct
 import uuid as _uuid
 from typing import Final
 
-from ._types import DecodeResult, Measurement, rejected
+from ._types import Channels, ChannelSpec, DecodeResult, Measurement, measure, rejected
 
 APPLE_COMPANY_ID: Final = 0x004C
 IBEACON_PREFIX: Final = b"\x02\x15"
@@ -28,6 +33,23 @@ URL_EXPANSIONS: Final = (
     ".com", ".org", ".edu", ".net", ".info", ".biz", ".gov",
 )
 
+_INFO: Final = ChannelSpec(kind="info")
+IBEACON_CHANNELS: Final[Channels] = {
+    "ibeacon_uuid": _INFO, "ibeacon_major": _INFO, "ibeacon_minor": _INFO,
+    "measured_power": ChannelSpec("dBm", "info"),  # RSSI expected at 1 m
+}
+EDDYSTONE_UID_CHANNELS: Final[Channels] = {
+    "eddystone_namespace": _INFO, "eddystone_instance": _INFO,
+    "tx_power": ChannelSpec("dBm", "info"),  # calibrated power at 0 m
+}
+EDDYSTONE_URL_CHANNELS: Final[Channels] = {"url": _INFO, "tx_power": ChannelSpec("dBm", "info")}
+EDDYSTONE_TLM_CHANNELS: Final[Channels] = {
+    "battery_voltage": ChannelSpec("V"),  # the frame carries mV
+    "temperature": ChannelSpec("°C"),
+    "advertisement_count": ChannelSpec(),
+    "uptime": ChannelSpec("s"),
+}
+
 
 def is_ibeacon(data: bytes) -> bool:
     """True when Apple manufacturer data starts with the iBeacon type/length (other Apple adverts don't)."""
@@ -35,18 +57,22 @@ def is_ibeacon(data: bytes) -> bool:
 
 
 def decode_ibeacon(data: bytes) -> DecodeResult:
-    """Decode Apple manufacturer data ``02 15 uuid major minor power``. Identity only, no measurements."""
+    """Decode Apple manufacturer data ``02 15 uuid major minor power`` into identity (``info``) measurements."""
     if len(data) != 2 + _IBEACON.size:
         return rejected(FORMAT_IBEACON, "bad_length")
     u, major, minor, power = _IBEACON.unpack_from(data, 2)
+    ch = IBEACON_CHANNELS
     return DecodeResult(
         format=FORMAT_IBEACON,
-        identity={"uuid": str(_uuid.UUID(bytes=u)), "major": major, "minor": minor, "measured_power": power},
+        measurements=(
+            measure(ch, "ibeacon_uuid", str(_uuid.UUID(bytes=u))), measure(ch, "ibeacon_major", major),
+            measure(ch, "ibeacon_minor", minor), measure(ch, "measured_power", power),
+        ),
     )
 
 
 def decode_eddystone(data: bytes) -> DecodeResult:
-    """Decode Eddystone service data (after the UUID). TLM yields measurements; UID/URL give identity."""
+    """Decode Eddystone service data (after the UUID): UID/URL identity (``info``) or TLM telemetry."""
     if not data:
         return rejected(FORMAT_EDDYSTONE_UID, "truncated")
     frame = data[0]
@@ -54,13 +80,14 @@ def decode_eddystone(data: bytes) -> DecodeResult:
         # 0x00, TX power at 0 m (int8), namespace 10 B, instance 6 B, optional 2 reserved bytes.
         if len(data) not in (18, 20):
             return rejected(FORMAT_EDDYSTONE_UID, "bad_length")
+        ch = EDDYSTONE_UID_CHANNELS
         return DecodeResult(
             format=FORMAT_EDDYSTONE_UID,
-            identity={
-                "namespace": data[2:12].hex(),
-                "instance": data[12:18].hex(),
-                "tx_power": int.from_bytes(data[1:2], "big", signed=True),
-            },
+            measurements=(
+                measure(ch, "eddystone_namespace", data[2:12].hex()),
+                measure(ch, "eddystone_instance", data[12:18].hex()),
+                measure(ch, "tx_power", int.from_bytes(data[1:2], "big", signed=True)),
+            ),
         )
     if frame == FRAME_TLM:
         if len(data) != _TLM.size:
@@ -68,13 +95,14 @@ def decode_eddystone(data: bytes) -> DecodeResult:
         _f, version, vbatt, temp, adv_cnt, sec_cnt = _TLM.unpack(data)
         if version != 0:  # 0x01 is encrypted TLM, which needs the EID key
             return rejected(FORMAT_EDDYSTONE_TLM, "unsupported_version")
+        tlm = EDDYSTONE_TLM_CHANNELS
         out: list[Measurement] = []
         if vbatt:  # 0 = not supported
-            out.append(Measurement("battery_voltage", round(vbatt / 1000, 3), "V"))
+            out.append(measure(tlm, "battery_voltage", round(vbatt / 1000, 3)))
         if temp != TLM_TEMP_NA:
-            out.append(Measurement("temperature", temp / 256, "°C"))  # signed 8.8 fixed point
-        out.append(Measurement("advertisement_count", adv_cnt))
-        out.append(Measurement("uptime", round(sec_cnt / 10, 1), "s"))
+            out.append(measure(tlm, "temperature", temp / 256))  # signed 8.8 fixed point
+        out.append(measure(tlm, "advertisement_count", adv_cnt))
+        out.append(measure(tlm, "uptime", round(sec_cnt / 10, 1)))
         return DecodeResult(format=FORMAT_EDDYSTONE_TLM, measurements=tuple(out), dedupe_key=adv_cnt)
     if frame == FRAME_URL:
         if len(data) < 3 or data[2] >= len(URL_SCHEMES):
@@ -87,8 +115,12 @@ def decode_eddystone(data: bytes) -> DecodeResult:
                 parts.append(chr(b))
             else:
                 return rejected(FORMAT_EDDYSTONE_URL, "bad_value")
+        url = EDDYSTONE_URL_CHANNELS
         return DecodeResult(
             format=FORMAT_EDDYSTONE_URL,
-            identity={"url": "".join(parts), "tx_power": int.from_bytes(data[1:2], "big", signed=True)},
+            measurements=(
+                measure(url, "url", "".join(parts)),
+                measure(url, "tx_power", int.from_bytes(data[1:2], "big", signed=True)),
+            ),
         )
     return DecodeResult(format=None)  # EID and future frames: not decoded

@@ -9,13 +9,24 @@ the first unknown id (the spec's forward-compatibility rule) and keeps what came
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
 from ._state import DeviceState
-from ._types import DecodeResult, Measurement, MeasurementKind, RejectReason, Value, rejected
+from ._types import (
+    Channels,
+    ChannelSpec,
+    DecodeResult,
+    Measurement,
+    MeasurementKind,
+    RejectReason,
+    Value,
+    measure,
+    rejected,
+)
 
 FORMAT: Final = "bthome"
 UUID: Final = "0000fcd2-0000-1000-8000-00805f9b34fb"
@@ -51,7 +62,8 @@ def _b(channel: str) -> ObjectSpec:
 
 
 # §2.1 sensor table (bthome.io format.html @ 0cf388b). Channel names are subject tokens: no dots or spaces;
-# ids that share a property share a channel name (repeats become ``name_2``, …).
+# ids that share a property share a channel name (repeats become ``name_2``, …) and so one unit: the ids
+# sent in another unit are converted exactly (mass lb → kg, distance mm → m, volume mL → L).
 OBJECTS: Final[Mapping[int, ObjectSpec]] = {
     0x01: _s("battery", 1, False, 1, "%"),
     0x02: _s("temperature", 2, True, 0.01, "°C", 2),
@@ -59,7 +71,7 @@ OBJECTS: Final[Mapping[int, ObjectSpec]] = {
     0x04: _s("pressure", 3, False, 0.01, "hPa", 2),
     0x05: _s("illuminance", 3, False, 0.01, "lx", 2),
     0x06: _s("mass", 2, False, 0.01, "kg", 2),
-    0x07: _s("mass", 2, False, 0.01, "lb", 2),
+    0x07: _s("mass", 2, False, 0.01 * 0.45359237, "kg", 4),  # lb → kg (0.01 lb ≈ 4.5 g: 4 decimals keep it)
     0x08: _s("dewpoint", 2, True, 0.01, "°C", 2),
     0x09: _s("count", 1, False, 1, ""),
     0x0A: _s("energy", 3, False, 0.001, "kWh", 3),
@@ -104,7 +116,7 @@ OBJECTS: Final[Mapping[int, ObjectSpec]] = {
     0x3D: _s("count", 2, False, 1, ""),
     0x3E: _s("count", 4, False, 1, ""),
     0x3F: _s("rotation", 2, True, 0.1, "°", 1),
-    0x40: _s("distance", 2, False, 1, "mm"),
+    0x40: _s("distance", 2, False, 0.001, "m", 3),  # mm → m
     0x41: _s("distance", 2, False, 0.1, "m", 1),
     0x42: _s("duration", 3, False, 0.001, "s", 3),
     0x43: _s("current", 2, False, 0.001, "A", 3),
@@ -112,7 +124,7 @@ OBJECTS: Final[Mapping[int, ObjectSpec]] = {
     0x45: _s("temperature", 2, True, 0.1, "°C", 1),
     0x46: _s("uv_index", 1, False, 0.1, "", 1),
     0x47: _s("volume", 2, False, 0.1, "L", 1),
-    0x48: _s("volume", 2, False, 1, "mL"),
+    0x48: _s("volume", 2, False, 0.001, "L", 3),  # mL → L
     0x49: _s("volume_flow_rate", 2, False, 0.001, "m3/hr", 3),
     0x4A: _s("voltage", 2, False, 0.1, "V", 1),
     0x4B: _s("gas", 3, False, 0.001, "m3", 3),
@@ -142,7 +154,7 @@ OBJECTS: Final[Mapping[int, ObjectSpec]] = {
     0xF0: ObjectSpec("device_type_id", 2, kind="info"),
 }
 
-# Objects decoded by hand (§2.1).
+# Objects decoded by hand (§2.1), and their channels.
 OBJ_PACKET_ID: Final = 0x00
 OBJ_BUTTON: Final = 0x3A
 OBJ_DIMMER: Final = 0x3C
@@ -161,6 +173,23 @@ DIMMER_EVENTS: Final[Mapping[int, str]] = {0x00: "none", 0x01: "rotate_left", 0x
 COMMAND_EVENTS: Final[Mapping[int, str]] = {
     0x00: "off", 0x01: "on", 0x02: "toggle", 0x03: "step_up", 0x04: "step_down",
 }
+_HAND_DECODED: Final[Channels] = {
+    "button": ChannelSpec(kind="event"), "dimmer": ChannelSpec(kind="event"), "command": ChannelSpec(kind="event"),
+    "timestamp": ChannelSpec(), "text": ChannelSpec(), "raw": ChannelSpec(),
+    "firmware_version": ChannelSpec(kind="info"),
+}
+
+
+def _channels() -> dict[str, ChannelSpec]:
+    out = dict(_HAND_DECODED)
+    for spec in OBJECTS.values():
+        ch = ChannelSpec(spec.unit, spec.kind)
+        if out.setdefault(spec.channel, ch) != ch:  # one unit per channel name, whatever the object id
+            raise AssertionError(f"BTHome channel {spec.channel!r} declared as {out[spec.channel]} and {ch}")
+    return out
+
+
+CHANNELS: Final[Channels] = _channels()
 
 
 class _Truncated(Exception):
@@ -223,13 +252,13 @@ def _objects(body: bytes) -> tuple[list[Measurement], int | None, str | None]:
     packet_id: int | None = None
     note: str | None = None
 
-    def emit(channel: str, value: Value, unit: str = "", kind: MeasurementKind = "sensor",
-             detail: int | None = None, skip: bool = False) -> None:
+    def emit(channel: str, value: Value, detail: int | None = None, skip: bool = False) -> None:
         # §2.1 "Repeated ids → temperature_2, …": numbering counts every occurrence, so a skipped
         # "none" event still shifts the next button to button_2.
         n = seen[channel] = seen.get(channel, 0) + 1
         if not skip:
-            out.append(Measurement(channel if n == 1 else f"{channel}_{n}", value, unit, kind, detail))
+            m = measure(CHANNELS, channel, value, detail)
+            out.append(m if n == 1 else dataclasses.replace(m, channel=f"{channel}_{n}"))
 
     pos = 0
     while pos < len(body):
@@ -239,7 +268,7 @@ def _objects(body: bytes) -> tuple[list[Measurement], int | None, str | None]:
         if spec is not None:
             raw = int.from_bytes(_take(body, pos, spec.size), "little", signed=spec.signed)
             pos += spec.size
-            emit(spec.channel, _scaled(raw, spec), spec.unit, spec.kind)
+            emit(spec.channel, _scaled(raw, spec))
         elif oid == OBJ_PACKET_ID:
             packet_id = _take(body, pos, 1)[0]
             pos += 1
@@ -249,14 +278,14 @@ def _objects(body: bytes) -> tuple[list[Measurement], int | None, str | None]:
             name = BUTTON_EVENTS.get(ev)
             if name is None:
                 raise _BadValue
-            emit("button", name, kind="event", skip=name == "none")
+            emit("button", name, skip=name == "none")
         elif oid == OBJ_DIMMER:
             ev, steps = _take(body, pos, 2)
             pos += 2
             name = DIMMER_EVENTS.get(ev)
             if name is None:
                 raise _BadValue
-            emit("dimmer", name, kind="event", detail=steps, skip=name == "none")
+            emit("dimmer", name, detail=steps, skip=name == "none")
         elif oid == OBJ_COMMAND:
             # [param count n][event][n param bytes]; the parameter is read as an unsigned LE integer.
             n = _take(body, pos, 1)[0]
@@ -266,7 +295,7 @@ def _objects(body: bytes) -> tuple[list[Measurement], int | None, str | None]:
             name = COMMAND_EVENTS.get(ev)
             if name is None:
                 raise _BadValue
-            emit("command", name, kind="event", detail=int.from_bytes(params, "little") if n else None)
+            emit("command", name, detail=int.from_bytes(params, "little") if n else None)
         elif oid == OBJ_TIMESTAMP:
             secs = int.from_bytes(_take(body, pos, 4), "little")
             pos += 4
@@ -286,11 +315,11 @@ def _objects(body: bytes) -> tuple[list[Measurement], int | None, str | None]:
         elif oid == OBJ_FW_32:
             v = _take(body, pos, 4)
             pos += 4
-            emit("firmware_version", ".".join(str(b) for b in reversed(v)), kind="info")
+            emit("firmware_version", ".".join(str(b) for b in reversed(v)))
         elif oid == OBJ_FW_24:
             v = _take(body, pos, 3)
             pos += 3
-            emit("firmware_version", ".".join(str(b) for b in reversed(v)), kind="info")
+            emit("firmware_version", ".".join(str(b) for b in reversed(v)))
         else:
             # Forward compatibility (§2.1): stop at the first unknown id, keep what came before.
             note = f"stopped_at_unknown_object_id_0x{oid:02x}"

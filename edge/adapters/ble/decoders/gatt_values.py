@@ -7,8 +7,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from ._types import Measurement
+from ._types import Channels, ChannelSpec, Measurement
 
+FORMAT: Final = "gatt"
 SIG_BASE: Final = "-0000-1000-8000-00805f9b34fb"
 
 
@@ -39,9 +40,12 @@ class SigCharacteristic:
 SIG_CHARACTERISTICS: Final[Mapping[str, SigCharacteristic]] = {
     TEMPERATURE: SigCharacteristic("temperature", "<h", 0.01, "°C", 2, -0x8000),
     HUMIDITY: SigCharacteristic("humidity", "<H", 0.01, "%", 2, 0xFFFF),
-    PRESSURE: SigCharacteristic("pressure", "<I", 0.1, "Pa", 1, None),
+    PRESSURE: SigCharacteristic("pressure", "<I", 0.001, "hPa", 3, None),  # 0.1 Pa = 0.001 hPa (hPa as BTHome)
     BATTERY_LEVEL: SigCharacteristic("battery", "<B", 1, "%", 0, None),
 }
+
+#: The SIG characteristics' channels (declared layouts name their own channels and units).
+CHANNELS: Final[Channels] = {c.channel: ChannelSpec(c.unit) for c in SIG_CHARACTERISTICS.values()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from ._types import DecodeResult, Measurement, rejected
+from ._types import Channels, ChannelSpec, DecodeResult, Measurement, measure, rejected
 
 FORMAT: Final = "ruuvi_v5"
 COMPANY_ID: Final = 0x0499
@@ -22,6 +22,20 @@ NA_BATTERY: Final = 2047
 NA_TX: Final = 31
 NA_MOVEMENT: Final = 255
 NA_MAC: Final = b"\xff" * 6
+STANDARD_GRAVITY: Final = 9.80665  # m/s² per g: acceleration in m/s² like BTHome's
+
+CHANNELS: Final[Channels] = {
+    "temperature": ChannelSpec("°C"),
+    "humidity": ChannelSpec("%"),
+    "pressure": ChannelSpec("hPa"),  # hPa like BTHome and Home Assistant (the frame carries Pa)
+    "acceleration_x": ChannelSpec("m/s²"),
+    "acceleration_y": ChannelSpec("m/s²"),
+    "acceleration_z": ChannelSpec("m/s²"),
+    "battery_voltage": ChannelSpec("V"),
+    "tx_power": ChannelSpec("dBm", "info"),
+    "movement_counter": ChannelSpec(),
+    "measurement_sequence": ChannelSpec(),
+}
 
 
 def decode(data: bytes) -> DecodeResult:
@@ -35,23 +49,23 @@ def decode(data: bytes) -> DecodeResult:
     _fmt, t, h, p, ax, ay, az, power, movement, seq, mac = _LAYOUT.unpack(data)
     out: list[Measurement] = []
     if t != NA_INT16:
-        out.append(Measurement("temperature", round(t * 0.005, 3), "°C"))
+        out.append(measure(CHANNELS, "temperature", round(t * 0.005, 3)))
     if h != NA_UINT16:
-        out.append(Measurement("humidity", round(h * 0.0025, 4), "%"))
+        out.append(measure(CHANNELS, "humidity", round(h * 0.0025, 4)))
     if p != NA_UINT16:
-        out.append(Measurement("pressure", p + 50_000, "Pa"))
+        out.append(measure(CHANNELS, "pressure", round((p + 50_000) / 100, 2)))  # Pa → hPa, exact
     for axis, v in (("x", ax), ("y", ay), ("z", az)):
-        if v != NA_INT16:
-            out.append(Measurement(f"acceleration_{axis}", round(v / 1000, 3), "g"))  # mG → G
+        if v != NA_INT16:  # mG → m/s², exact (8 decimals cover mG × 0.00980665)
+            out.append(measure(CHANNELS, f"acceleration_{axis}", round(v * STANDARD_GRAVITY / 1000, 8)))
     battery, tx = power >> 5, power & 0x1F
     if battery != NA_BATTERY:
-        out.append(Measurement("battery_voltage", round((battery + 1600) / 1000, 3), "V"))
+        out.append(measure(CHANNELS, "battery_voltage", round((battery + 1600) / 1000, 3)))
     if tx != NA_TX:
-        out.append(Measurement("tx_power", -40 + 2 * tx, "dBm"))
+        out.append(measure(CHANNELS, "tx_power", -40 + 2 * tx))
     if movement != NA_MOVEMENT:
-        out.append(Measurement("movement_counter", movement))
+        out.append(measure(CHANNELS, "movement_counter", movement))
     if seq != NA_UINT16:
-        out.append(Measurement("measurement_sequence", seq))
+        out.append(measure(CHANNELS, "measurement_sequence", seq))
     identity = {} if mac == NA_MAC else {"mac": ":".join(f"{b:02X}" for b in mac)}
     return DecodeResult(
         format=FORMAT,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from ._types import DecodeResult, Measurement, rejected
+from ._types import Channels, ChannelSpec, DecodeResult, measure, rejected
 
 UUID: Final = "0000181a-0000-1000-8000-00805f9b34fb"
 FORMAT_ATC: Final = "atc1441"
@@ -25,6 +25,16 @@ PVVX_FLAGS: Final = (
     (4, "humidity_trigger_event"),
 )
 
+ATC_CHANNELS: Final[Channels] = {
+    "temperature": ChannelSpec("°C"),
+    "humidity": ChannelSpec("%"),
+    "battery": ChannelSpec("%"),
+    "battery_voltage": ChannelSpec("V"),  # the frame carries mV
+}
+PVVX_CHANNELS: Final[Channels] = {
+    **ATC_CHANNELS, **{name: ChannelSpec(kind="binary") for _bit, name in PVVX_FLAGS},
+}
+
 
 def _mac(b: bytes) -> str:
     return ":".join(f"{x:02X}" for x in b)
@@ -37,10 +47,10 @@ def decode(data: bytes) -> DecodeResult:
         return DecodeResult(
             format=FORMAT_ATC,
             measurements=(
-                Measurement("temperature", round(t * 0.1, 1), "°C"),
-                Measurement("humidity", hum, "%"),
-                Measurement("battery", batt, "%"),
-                Measurement("battery_voltage", round(mv / 1000, 3), "V"),
+                measure(ATC_CHANNELS, "temperature", round(t * 0.1, 1)),
+                measure(ATC_CHANNELS, "humidity", hum),
+                measure(ATC_CHANNELS, "battery", batt),
+                measure(ATC_CHANNELS, "battery_voltage", round(mv / 1000, 3)),
             ),
             dedupe_key=frame,
             identity={"mac": _mac(mac)},
@@ -48,12 +58,12 @@ def decode(data: bytes) -> DecodeResult:
     if len(data) == _PVVX.size:
         mac, t, hum, mv, batt, counter, flags = _PVVX.unpack(data)
         out = [
-            Measurement("temperature", round(t * 0.01, 2), "°C"),
-            Measurement("humidity", round(hum * 0.01, 2), "%"),
-            Measurement("battery_voltage", round(mv / 1000, 3), "V"),
-            Measurement("battery", batt, "%"),
+            measure(PVVX_CHANNELS, "temperature", round(t * 0.01, 2)),
+            measure(PVVX_CHANNELS, "humidity", round(hum * 0.01, 2)),
+            measure(PVVX_CHANNELS, "battery_voltage", round(mv / 1000, 3)),
+            measure(PVVX_CHANNELS, "battery", batt),
         ]
-        out.extend(Measurement(name, bool(flags >> bit & 1), kind="binary") for bit, name in PVVX_FLAGS)
+        out.extend(measure(PVVX_CHANNELS, name, bool(flags >> bit & 1)) for bit, name in PVVX_FLAGS)
         return DecodeResult(
             format=FORMAT_PVVX,
             measurements=tuple(out),
