@@ -15,6 +15,7 @@ from pathlib import Path
 import nats
 import pytest
 
+from tests.support.natsclient import flush
 from tests.support.processes import ServerProcess, start_nats_edge, wait_for
 from tests.support.raw import RawClient
 
@@ -204,7 +205,7 @@ async def test_two_hundred_concurrent_clients(edge_server: ServerProcess) -> Non
 
         listener = await nats.connect(edge_server.url)
         await listener.subscribe("many.>", cb=cb)
-        await listener.flush()
+        await flush(listener)
         await asyncio.gather(*(c.publish(f"many.{i}", str(i).encode()) for i, c in enumerate(clients)))
         await asyncio.gather(*(c.flush() for c in clients))
         await asyncio.wait_for(done.wait(), 20)

@@ -14,6 +14,7 @@ import nats
 import pytest
 
 from firmware_bridge.micropython.nats_serial import NatsSerial
+from tests.support.natsclient import flush
 from tests.support.processes import ServerProcess, start_nats_edge
 from tests.support.ptys import PtyDevice, PtyUart
 
@@ -75,7 +76,7 @@ async def test_micropython_module_over_pty(rig: tuple[ServerProcess, dict[str, P
             await msg.respond(b"12:00")
 
         await nc.subscribe("svc.clock", cb=clock)
-        await nc.flush()
+        await flush(nc)
         # The adapter's INFO says it has opened (and flushed) the port; what the device sent before
         # that would be discarded, as on a real UART opened late.
         assert await asyncio.to_thread(devs[mode].wait_readable, 10), "the adapter never opened the port"

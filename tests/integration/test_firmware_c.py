@@ -24,6 +24,7 @@ import nats
 import pytest
 
 from tests.support.cbuild import GCC, NO_GCC, build_with_library
+from tests.support.natsclient import flush
 from tests.support.processes import ServerProcess, start_nats_edge
 from tests.support.ptys import PtyDevice
 
@@ -175,7 +176,7 @@ async def test_c_library_over_pty(
             await msg.respond(b"12:00 for " + msg.data)
 
         await nc.subscribe("svc.clock", cb=clock)
-        await nc.flush()  # the responder is in place before the device asks
+        await flush(nc)  # the responder is in place before the device asks
 
         run = launch(lines[mode].device_tty, mode, device, "gw1", str(READINGS))
 
@@ -215,7 +216,7 @@ async def test_c_library_over_pty(
         assert (int(stats["frames_ok"]) > 0) == (mode == "frames")
         assert out_lines[-1] == "DONE"
 
-        await nc.flush()
+        await flush(nc)
         assert readings.pending_msgs == 0  # nothing beyond the expected readings
     finally:
         await nc.close()

@@ -18,6 +18,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 
+from tests.support.natsclient import flush
 from tests.support.processes import ServerProcess, free_port, start_nats_edge, start_nats_server, wait_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -82,7 +83,7 @@ async def probe(pub: Client, subject: str, sub_msgs: asyncio.Queue[Msg], timeout
     async with asyncio.timeout(timeout):
         while True:
             await pub.publish(subject, b"probe")
-            await pub.flush()
+            await flush(pub)
             try:
                 msg = await asyncio.wait_for(sub_msgs.get(), 0.1)
             except TimeoutError:
@@ -102,7 +103,7 @@ async def queue_sub(nc: Client, subject: str, queue: str = "") -> tuple[object, 
         q.put_nowait(msg)
 
     sub = await nc.subscribe(subject, queue=queue, cb=cb)
-    await nc.flush()
+    await flush(nc)
     return sub, q
 
 
@@ -153,7 +154,7 @@ async def test_gateway_publish_reaches_hub_subscriber_with_wildcards_and_headers
         q2.get_nowait()
     await ec.publish("up.k1.temp", b"21.5", headers={"X-Unit": "C"})
     await ec.publish("up.k1.hum", b"40")
-    await ec.flush()
+    await flush(ec)
     m = await get(q)
     assert (m.subject, m.data, m.headers) == ("up.k1.temp", b"21.5", {"X-Unit": "C"})
     got = [await get(q2), await get(q2)]
@@ -183,7 +184,7 @@ async def test_interest_withdrawn_on_unsubscribe(
     sub, _ = await queue_sub(ec, "gone.soon")
     await wait_interest(hub, "gone.soon")
     await sub.unsubscribe()  # type: ignore[attr-defined]
-    await ec.flush()
+    await flush(ec)
     async with asyncio.timeout(10):
         while True:
             if not await asyncio.to_thread(hub_has_interest, hub, "gone.soon"):
@@ -201,7 +202,7 @@ async def test_queue_group_only_on_hub_gets_gateway_publishes(
     async with asyncio.timeout(15):
         while q1.empty() and q2.empty():
             await ec.publish("work.hub", b"probe")
-            await ec.flush()
+            await flush(ec)
             await asyncio.sleep(0.05)
     await asyncio.sleep(0.3)  # let in-flight probes land before draining (not a synchronisation)
     for q in (q1, q2):
@@ -209,7 +210,7 @@ async def test_queue_group_only_on_hub_gets_gateway_publishes(
             q.get_nowait()
     for i in range(100):
         await ec.publish("work.hub", b"%d" % i)
-    await ec.flush()
+    await flush(ec)
     got: list[bytes] = []
     async with asyncio.timeout(10):
         while len(got) < 100:
@@ -232,8 +233,8 @@ async def test_queue_group_spanning_both_sides_delivers_each_message_once(
     for i in range(n):
         await hc.publish("span.q", b"h%d" % i)
         await ec.publish("span.q", b"e%d" % i)
-    await hc.flush()
-    await ec.flush()
+    await flush(hc)
+    await flush(ec)
     got: list[bytes] = []
     async with asyncio.timeout(10):
         while len(got) < 2 * n:
@@ -261,8 +262,8 @@ async def test_request_reply_both_ways_and_queue_responders(
     await hc.subscribe("svc.hub", queue="responders", cb=await echo(b"hub:", hc))
     await ec.subscribe("svc.gw", queue="responders", cb=await echo(b"gw:", ec))
     await ec.subscribe("svc.gw.plain", cb=await echo(b"gwp:", ec))
-    await hc.flush()
-    await ec.flush()
+    await flush(hc)
+    await flush(ec)
     await wait_interest(hub, "svc.gw", "svc.gw.plain")
     async with asyncio.timeout(15):  # the hub's queue interest reaches the gateway
         while True:
@@ -296,8 +297,8 @@ async def test_ten_thousand_each_way_in_order(
     for i in range(n):
         await ec.publish("bulk.up", b"%d" % i)
         await hc.publish("bulk.down", b"%d" % i)
-    await ec.flush()
-    await hc.flush()
+    await flush(ec)
+    await flush(hc)
     for q in (qh, qe):
         got = []
         async with asyncio.timeout(30):

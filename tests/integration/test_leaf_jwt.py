@@ -18,6 +18,7 @@ import nkeys
 import pytest
 
 from tests.integration.test_leaf import get, hub_has_interest, leafz, probe, queue_sub, start_edge, wait_interest
+from tests.support.natsclient import flush
 from tests.support.natsjwt import (
     KeyPair,
     account_jwt,
@@ -107,7 +108,7 @@ async def test_creds_leaf_binds_to_the_account_and_messages_cross_both_ways(
         await ec.publish("jwt.up.b.c", b"2", headers={"K": "v"})
         await ec.publish("jwt.other", b"not subscribed on the hub")
         await ec.publish("jwt.up.end", b"3")
-        await ec.flush()
+        await flush(ec)
         got = [await get(qh) for _ in range(3)]
         assert [(m.subject, m.data) for m in got] == [("jwt.up.a", b"1"), ("jwt.up.b.c", b"2"), ("jwt.up.end", b"3")]
         assert got[1].headers == {"K": "v"}
@@ -116,7 +117,7 @@ async def test_creds_leaf_binds_to_the_account_and_messages_cross_both_ways(
         try:
             _, qo = await queue_sub(oc, "jwt.up.>")
             await ec.publish("jwt.up.isolated", b"A only")
-            await ec.flush()
+            await flush(ec)
             assert (await get(qh)).subject == "jwt.up.isolated"
             await oc.publish("jwt.up.sentinel", b"B")
             assert [(await get(qo)).subject] == ["jwt.up.sentinel"]
@@ -129,7 +130,7 @@ async def test_creds_leaf_binds_to_the_account_and_messages_cross_both_ways(
         await hc.publish("jwt.down.x", b"cmd", reply="jwt.r")
         await hc.publish("jwt.down.y.z", b"no match")
         await hc.publish("jwt.down.end", b"")
-        await hc.flush()
+        await flush(hc)
         got = [await get(qe), await get(qe)]
         assert [(m.subject, m.data, m.reply) for m in got] == [("jwt.down.x", b"cmd", "jwt.r"),
                                                                ("jwt.down.end", b"", "")]
@@ -139,7 +140,7 @@ async def test_creds_leaf_binds_to_the_account_and_messages_cross_both_ways(
             await ec.publish(msg.reply, b"gw:" + msg.data)
 
         await ec.subscribe("jwt.svc", cb=responder)
-        await ec.flush()
+        await flush(ec)
         await wait_interest(hub, "jwt.svc")
         assert (await hc.request("jwt.svc", b"ping", timeout=5)).data == b"gw:ping"
     finally:
@@ -259,7 +260,7 @@ async def test_user_jwt_permissions_narrow_interest_and_publishes(
         await probe(ec, "perm.up.probe", qh)
         await ec.publish("perm.other.x", b"outside export")  # the hub is interested, but we may not send it
         await ec.publish("perm.up.ok", b"inside")
-        await ec.flush()
+        await flush(ec)
         m = await get(qh)
         assert (m.subject, m.data) == ("perm.up.ok", b"inside")
         await hc.publish("perm.down.a", b"down ok")

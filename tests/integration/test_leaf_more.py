@@ -27,6 +27,7 @@ from tests.integration.test_leaf import (
     start_hub,
     wait_interest,
 )
+from tests.support.natsclient import flush
 from tests.support.processes import ServerProcess, free_port, start_nats_edge, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -97,7 +98,7 @@ async def test_deny_exports_and_deny_imports_filter_only_their_direction(
         await ec.publish("both.x", b"denied both ways")
         await ec.publish("both.y", b"allowed")
         await ec.publish("up.end", b"")
-        await ec.flush()
+        await flush(ec)
         assert await collect_until(qh, "up.end") == [
             ("up.ok.1", b"up.ok.1"), ("up.secretive", b"up.secretive"), ("up.ok.2", b"up.ok.2"), ("up.end", b"")]
         assert [(m.subject, m.data) for m in [await get(qhb)]] == [("both.y", b"allowed")]
@@ -116,7 +117,7 @@ async def test_deny_exports_and_deny_imports_filter_only_their_direction(
         await hc.publish("both.x", b"denied")
         await hc.publish("both.z", b"allowed")
         await hc.publish("down.end", b"")
-        await hc.flush()
+        await flush(hc)
         assert await collect_until(qe, "down.end") == [
             ("down.ok.1", b"down.ok.1"), ("down.privateish", b"down.privateish"), ("down.ok.2", b"down.ok.2"),
             ("down.end", b"")]

@@ -22,6 +22,7 @@ from tests.integration.test_leaf import (
     start_hub,
     wait_interest,
 )
+from tests.support.natsclient import flush
 from tests.support.processes import ServerProcess, free_port, start_nats_server, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -337,7 +338,7 @@ async def test_deny_imports_enforced_locally_against_a_hub_that_ignores_deny_pub
         assert connect["deny_pub"] == ["down.private.>"]
         nc = await nats.connect(edge.url)
         sub = await nc.subscribe("down.>")
-        await nc.flush()
+        await flush(nc)
         await asyncio.wait_for(interest.wait(), 20)
         writers[-1].write(b"LMSG down.private.x 1\r\na\r\nLMSG down.ok 1\r\nb\r\n")
         msg = await sub.next_msg(timeout=10)

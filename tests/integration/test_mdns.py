@@ -16,6 +16,7 @@ from typing import Any
 import nats
 import pytest
 
+from tests.support.natsclient import flush
 from tests.support.processes import ServerProcess, start_nats_edge
 
 zeroconf = pytest.importorskip("zeroconf")
@@ -159,7 +160,7 @@ async def watch(nc: Any, subject: str) -> asyncio.Queue[tuple[str, dict[str, Any
         q.put_nowait((msg.subject, json.loads(msg.data)))
 
     await nc.subscribe(subject, cb=cb)
-    await nc.flush()
+    await flush(nc)
     return q
 
 
@@ -309,7 +310,7 @@ async def test_gateway_advertisement_resolves_and_accepts_clients(gateway: Serve
         client = await nats.connect(f"nats://{addr}:{ours.port}")
         try:
             assert client.connected_url is not None
-            await client.flush()
+            await flush(client)
         finally:
             await client.close()
     finally:

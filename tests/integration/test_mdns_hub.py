@@ -17,6 +17,7 @@ from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 from tests.integration.test_leaf import leafz, start_hub
+from tests.support.natsclient import flush
 from tests.support.processes import free_port, start_nats_edge, wait_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -50,12 +51,12 @@ async def test_gateway_joins_the_hub_it_discovers(tmp_path: Path, azc: AsyncZero
         assert f"Leafnode hub 'hub-{UID}' discovered by mDNS at nats-leaf://127.0.0.1:{leaf_port}" in edge.log()
         hc = await nats.connect(hub.url)
         sub = await hc.subscribe("up.x")
-        await hc.flush()
+        await flush(hc)
         nc = await nats.connect(edge.url)
         # The hub's interest reaches the gateway (no event to wait on from here): publish until one crosses.
         for _ in range(200):
             await nc.publish("up.x", b"hello")
-            await nc.flush()
+            await flush(nc)
             try:
                 msg = await sub.next_msg(timeout=0.1)
                 break

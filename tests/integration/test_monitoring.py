@@ -13,6 +13,7 @@ import nats
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.natsclient import flush
 from tests.support.processes import ServerProcess, start_nats_edge, start_nats_server, wait_for
 
 
@@ -216,7 +217,7 @@ async def test_connz_closed_matches_nats_server(pair: tuple[ServerProcess, Serve
     for sp in pair:
         nc = await nats.connect(sp.url, name="closer")
         await nc.subscribe("zz.a")
-        await nc.flush()
+        await flush(nc)
         await nc.close()
 
         def closed_entry(sp: ServerProcess = sp) -> dict[str, Any] | None:

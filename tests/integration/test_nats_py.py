@@ -13,6 +13,7 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from tests.support.natsclient import flush
 from tests.support.processes import ServerProcess, free_port, start_nats_edge
 
 pytestmark = pytest.mark.timeout(60)
@@ -70,13 +71,13 @@ async def test_queue_group_totals_and_spread(edge_server: ServerProcess, nc: Cli
 
         for i, m in enumerate(members):
             await m.subscribe("jobs", queue="workers", cb=make_cb(i))
-            await m.flush()
+            await flush(m)
         for i in range(total):
             await nc.publish("jobs", str(i).encode())
-        await nc.flush()
+        await flush(nc)
         await asyncio.wait_for(done.wait(), 10)
         for m in members:
-            await m.flush()
+            await flush(m)
         assert sum(counts) == total
         assert all(c >= total // 10 for c in counts), counts
     finally:
@@ -92,12 +93,12 @@ async def test_request_reply_and_timeout(nc: Client, edge_server: ServerProcess)
             await msg.respond(b"re:" + msg.data)
 
         await responder.subscribe("svc.echo", cb=echo)
-        await responder.flush()
+        await flush(responder)
         reply = await nc.request("svc.echo", b"ping", timeout=5)
         assert reply.data == b"re:ping"
         # A subscriber that never answers: the request times out (it has a responder, so no 503).
         await responder.subscribe("svc.silent")
-        await responder.flush()
+        await flush(responder)
         with pytest.raises(NatsTimeoutError):
             await nc.request("svc.silent", b"x", timeout=0.3)
     finally:
@@ -119,7 +120,7 @@ async def test_headers_round_trip_multi_value(nc: Client) -> None:
     raw = b"NATS/1.0\r\nA: 1\r\nA: 2\r\n\r\n"
     sub2 = await nc.subscribe("hdr.y")
     await nc._send_command(b"HPUB hdr.y %d %d\r\n%b\r\n" % (len(raw), len(raw), raw))
-    await nc.flush()
+    await flush(nc)
     [msg2] = await collect(sub2, 1)
     assert msg2.headers is not None and msg2.headers["A"] in ("1", "2")
 
@@ -129,7 +130,7 @@ async def test_auto_unsubscribe(nc: Client) -> None:
     await sub.unsubscribe(limit=3)
     for i in range(5):
         await nc.publish("auto.x", str(i).encode())
-    await nc.flush()
+    await flush(nc)
     got = await collect(sub, 3)
     assert [m.data for m in got] == [b"0", b"1", b"2"]
 
@@ -142,7 +143,7 @@ async def test_drain(edge_server: ServerProcess) -> None:
         received.append(msg.data)
 
     await client.subscribe("drain.x", cb=cb)
-    await client.flush()
+    await flush(client)
     for i in range(100):
         await client.publish("drain.x", str(i).encode())
     await client.drain()
@@ -163,11 +164,11 @@ async def test_ten_thousand_messages_in_order(nc: Client, edge_server: ServerPro
     receiver = await nats.connect(edge_server.url)
     try:
         sub = await receiver.subscribe("order.x", pending_msgs_limit=20000)
-        await receiver.flush()
+        await flush(receiver)
         n = 10_000
         for i in range(n):
             await nc.publish("order.x", i.to_bytes(4, "big"))
-        await nc.flush()
+        await flush(nc)
         got = await collect(sub, n, timeout=30)
         assert [int.from_bytes(m.data, "big") for m in got] == list(range(n))
     finally:
@@ -189,7 +190,7 @@ async def test_reconnect_after_broker_restart_on_same_port(tmp_path: Path) -> No
     second = None
     try:
         sub = await client.subscribe("re.x")
-        await client.flush()
+        await flush(client)
         assert first.stop() == 0
         second = start_nats_edge(tmp_path / "b", "-p", str(port))
         await asyncio.wait_for(reconnected.wait(), 15)

@@ -10,6 +10,7 @@ import nats
 import pytest
 
 from tests.integration.test_auth import write_configs
+from tests.support.natsclient import flush
 from tests.support.processes import ServerProcess, start_nats_edge, start_nats_server
 from tests.support.raw import RawClient
 
@@ -141,7 +142,7 @@ async def test_nats_py_request_reply_with_allow_responses(perm_server: ServerPro
             await msg.respond(b"re:" + msg.data)
 
         await svc.subscribe("svc.upper", cb=handler)
-        await svc.flush()
+        await flush(svc)
         for i in range(5):
             reply = await cli.request("svc.upper", f"m{i}".encode(), timeout=3)
             assert reply.data == f"re:m{i}".encode()

@@ -19,6 +19,7 @@ import pytest
 
 from firmware_bridge.frames import encode_frame
 from firmware_bridge.simulator import LINES_PATTERN, UNITS, Simulator
+from tests.support.natsclient import flush
 from tests.support.processes import ServerProcess, start_nats_edge
 from tests.support.ptys import PtyDevice, point
 
@@ -78,7 +79,7 @@ async def collect(nc: Any, subject: str) -> asyncio.Queue[Any]:
             q.put_nowait(msg)
 
     await nc.subscribe(subject, cb=cb)
-    await nc.flush()
+    await flush(nc)
     return q
 
 

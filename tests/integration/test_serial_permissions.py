@@ -28,6 +28,7 @@ from edge.config.loader import load_settings
 from edge.errors import ConfigError
 from firmware_bridge.frames import FrameDecoder, encode_frame
 from firmware_bridge.nats import PONG, Info, Ping, ServerOpParser, encode_connect, encode_pub, encode_sub
+from tests.support.natsclient import flush
 from tests.support.processes import ServerProcess, start_nats_edge, wait_for
 from tests.support.ptys import PtyDevice
 
@@ -154,7 +155,7 @@ async def collect(nc: Any, subject: str) -> asyncio.Queue[Any]:
         q.put_nowait(msg)
 
     await nc.subscribe(subject, cb=cb)
-    await nc.flush()
+    await flush(nc)
     return q
 
 
@@ -177,7 +178,7 @@ async def test_publish_allowed_denied_and_port_keeps_working(rig: dict[str, Any]
         )
         # Exactly the bytes a TCP client gets (tests/integration/test_permissions.py); nothing else.
         assert got == pub_err("dev.secret") + pub_err("other.x") + b"PONG\r\n"
-        await nc.flush()
+        await flush(nc)
         await asyncio.sleep(0.05)
         msgs = [m for m in drain(seen) if not m[0].startswith("evt.")]
         assert msgs == [(f"dev.{port}.temp", b"21")]  # the denied ones reached no one
@@ -186,7 +187,7 @@ async def test_publish_allowed_denied_and_port_keeps_working(rig: dict[str, Any]
         assert got == pub_err("dev.secret") + b"PONG\r\n"
         msg = await asyncio.wait_for(_next(seen, lambda m: m.subject == f"dev.{port}.after"), 10)
         assert msg.data == b"ok"
-        await nc.flush()
+        await flush(nc)
         assert not [m for m in drain(seen) if m[0] == "dev.secret"]
     finally:
         await nc.close()
@@ -209,7 +210,7 @@ async def test_subscribe_denied_and_allowed(rig: dict[str, Any], port: str) -> N
         await nc.publish("cmd.secret", b"no")
         await nc.publish("nope.x", b"no")
         await nc.publish(f"cmd.{port}.led", b"on")
-        await nc.flush()
+        await flush(nc)
     finally:
         await nc.close()
     got = dev.exchange(b"UNSUB 3\r\n")
@@ -223,12 +224,12 @@ async def test_allow_responses_on_the_port(rig: dict[str, Any]) -> None:
     try:
         replies = await collect(nc, "_INBOX.r1")
         await nc.publish("svc.node", b"q", reply="_INBOX.r1")
-        await nc.flush()
+        await flush(nc)
         assert dev.exchange(b"") == b"MSG svc.node 7 _INBOX.r1 1\r\nq\r\nPONG\r\n"
         # One response per request (allow_responses = true: max 1); the second is a violation.
         got = dev.exchange(encode_pub("_INBOX.r1", b"a") + encode_pub("_INBOX.r1", b"b"))
         assert got == pub_err("_INBOX.r1") + b"PONG\r\n"
-        await nc.flush()
+        await flush(nc)
         await asyncio.sleep(0.05)
         assert drain(replies) == [("_INBOX.r1", b"a")]
     finally:

@@ -14,6 +14,7 @@ from pathlib import Path
 import nats
 import pytest
 
+from tests.support.natsclient import flush
 from tests.support.processes import ServerProcess, start_nats_edge
 from tests.support.ptys import PtyDevice
 
@@ -67,7 +68,7 @@ async def test_subscriptions_survive_a_broker_side_close(rig: tuple[ServerProces
     nc = await nats.connect(sp.url)
     try:
         await nc.publish("once.x", b"1")  # one of the two left to sid 2
-        await nc.flush()
+        await flush(nc)
         assert await asyncio.to_thread(wire.until, b"\r\n1\r\n") == b"MSG once.x 2 1\r\n1\r\n"
 
         dev.write(b"BOGUS\r\n")  # line noise: nats-server's answer is -ERR and a close
@@ -78,7 +79,7 @@ async def test_subscriptions_survive_a_broker_side_close(rig: tuple[ServerProces
         await nc.publish("cmd.gw1.serial.mcu.led", b"on")
         await nc.publish("once.x", b"2")
         await nc.publish("once.x", b"3")  # past the auto-unsubscribe limit: not delivered
-        await nc.flush()
+        await flush(nc)
         dev.write(b"PING\r\n")
         got = without_info(await asyncio.to_thread(wire.until, b"PONG\r\n"))
         assert got == b"MSG cmd.gw1.serial.mcu.led 1 2\r\non\r\nMSG once.x 2 1\r\n2\r\nPONG\r\n"

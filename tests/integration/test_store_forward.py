@@ -25,6 +25,7 @@ from nats.aio.msg import Msg
 from edge.store import Outbox, OutboxOptions
 from edge.store.forwarder import MAX_PONG_BATCHES
 from edge.store.inspect import inspect_store
+from tests.support.natsclient import flush
 from tests.support.processes import ServerProcess, free_port, start_nats_edge, start_nats_server
 from tests.support.proxy import Proxy
 
@@ -179,7 +180,7 @@ async def hub_collector(nc: Client, subject: str = "telemetry.>") -> list[Msg]:
         got.append(m)
 
     await nc.subscribe(subject, cb=cb, pending_msgs_limit=500_000)
-    await nc.flush()
+    await flush(nc)
     return got
 
 
@@ -201,7 +202,7 @@ async def test_cut_link_20000_then_restore_pong(rig: Rig) -> None:
     await wait_leaf(rig.hub, up=False)
     for i in range(N_CUT):
         await pub.publish(f"telemetry.gw1.s{i % 7}", b"%d" % i)
-    await pub.flush()
+    await flush(pub)
     await until(lambda: len(local) == N_CUT, 30, "local subscriber gets every message at once")
     assert at_hub == []
     rig.proxy.restore()
@@ -227,7 +228,7 @@ async def test_jetstream_mode_exactly_once_in_stream(rig: Rig) -> None:
     await wait_leaf(rig.hub, up=False)
     for i in range(N_CUT):
         await pub.publish("telemetry.gw1.t", b"%d" % i)
-    await pub.flush()
+    await flush(pub)
     # A link loss in the middle of the replay: records sent but not acknowledged go again; the stream
     # drops the copies by Nats-Msg-Id.
     rig.proxy.restore()
@@ -284,7 +285,7 @@ async def test_drop_oldest_keeps_newest(rig: Rig) -> None:
     pub = await rig.connect(edge)
     for i in range(300):
         await pub.publish("telemetry.gw1.x", b"%d" % i)
-    await pub.flush()
+    await flush(pub)
     await until(lambda: rig.metrics().get("appended") == 300, 10, "appended")
     m = rig.metrics()
     assert m["depth_msgs"] == 100 and m["dropped_full"] == 200
@@ -310,13 +311,13 @@ async def test_sigkill_mid_stream_loses_no_acknowledged_message(rig: Rig) -> Non
             acked.add(int(m.subject.rsplit(".", 1)[1]))
 
     await pub.subscribe("ack.>", cb=on_ack)
-    await pub.flush()
+    await flush(pub)
     i = 0
     while len(acked) < 3000 and i < 200_000:
         await pub.publish("telemetry.gw1.k", b"%d" % i, reply=f"ack.{i}")
         i += 1
         if i % 200 == 0:
-            await pub.flush()
+            await flush(pub)
     assert len(acked) >= 3000
     edge.proc.send_signal(signal.SIGKILL)
     edge.proc.wait(10)
@@ -344,7 +345,7 @@ async def test_blackholed_link_detected_by_keepalive_and_recovered(rig: Rig) -> 
     rig.proxy.blackhole()
     for i in range(500):
         await pub.publish("telemetry.gw1.b", b"%d" % i)
-    await pub.flush()
+    await flush(pub)
     # The gateway's keepalive gives up (no PONG), closes its side; the proxy passes the close on.
     await wait_leaf(rig.hub, up=False, timeout=15)
     assert rig.metrics()["depth_msgs"] == 500  # nothing confirmed into the black hole
@@ -392,19 +393,19 @@ async def test_live_traffic_flows_during_long_replay(rig: Rig) -> None:
         live.append(m)
 
     await hub_nc.subscribe("live.>", cb=on_live)
-    await hub_nc.flush()
+    await flush(hub_nc)
     rig.proxy.cut()
     edge = rig.start_edge("replay_rate = 25000")  # paced: about 4 s of replay
     pub = await rig.connect(edge)
     for i in range(backlog):
         await pub.publish("telemetry.gw1.r", b"%d" % i)
-    await pub.flush()
+    await flush(pub)
     await until(lambda: rig.metrics().get("appended") == backlog, 20, "appended")
     rig.proxy.restore()
     await until(lambda: len(at_hub) > 1000, 30, "replay started")
     for k in range(10):  # live (uncovered) messages go straight up while the replay is paced
         await pub.publish("live.gw1", b"%d" % k)
-        await pub.flush()
+        await flush(pub)
         await until(lambda k=k: len(live) > k, 5, "a live message crosses during the replay")
     assert len(at_hub) < backlog, "the replay is still running"
     await until(lambda: len(at_hub) >= backlog, 60, "replay done")
@@ -420,7 +421,7 @@ async def _cut_and_store(rig: Rig, n: int, subject: str = "telemetry.gw1.h") -> 
     await wait_leaf(rig.hub, up=False)
     for i in range(n):
         await pub.publish(subject, b"%d" % i)
-    await pub.flush()
+    await flush(pub)
     await until(lambda: rig.metrics().get("appended") == n, 20, f"{n} records appended")
     return pub
 
@@ -513,7 +514,7 @@ async def test_max_age_expires_records_while_the_link_is_cut(rig: Rig) -> None:
     assert (m["depth_msgs"], m["dropped"], m["confirmed"]) == (0, old_n, 0)
     for i in range(new_n):
         await pub.publish("telemetry.gw1.new", b"%d" % i)
-    await pub.flush()
+    await flush(pub)
     await until(lambda: rig.metrics().get("appended") == old_n + new_n, 10, "the new records appended")
     assert rig.metrics()["depth_msgs"] == new_n
     rig.proxy.restore()
