@@ -1,9 +1,12 @@
 """JSON Lines: one JSON object per line, mapped to readings by configuration.
 
-Example line: ``{"id": "node7", "ts": 1790000000.5, "t": 21.5, "h": 40.2, "fw": "1.2"}``. With
-``device_field="id"``, ``ts_field="ts"`` and the default channel selection (every numeric key that is
-not the device or time field; booleans are not numeric here) it yields ``Reading("t", 21.5, ...)`` and
-``Reading("h", 40.2, ...)``. Listing ``channels`` explicitly also admits string and boolean values.
+Example line: ``{"id": "node7", "ts": 1790000000.5, "t": 21.5, "h": 40.2, "fw": "1.2"}``. With the
+defaults (``device_field="id"``, ``ts_field="ts"``) and the default channel selection (every numeric key
+that is not the device or time field; booleans are not numeric here) it yields ``Reading("t", 21.5, ...)``
+and ``Reading("h", 40.2, ...)`` of device ``node7`` at the line's time. Listing ``channels`` explicitly
+also admits string and boolean values. ``ts_field`` defaults to ``"ts"`` because a device's timestamp
+published as a reading channel of its own (``dev...ts``) is never what anyone wants; ``""`` (TOML has no
+null) or ``None`` turns either field off, and the off time field is then an ordinary key.
 
 A line that is not UTF-8, not JSON (RFC 8259: NaN/Infinity are rejected), nested beyond the
 recursion limit, not an object, or whose time field is unusable, is counted in ``lines_bad`` and
@@ -58,8 +61,8 @@ class JsonlDecoder:
     Args:
         channels: keys to report; ``None`` = every int/float key except the device and time fields.
         units: unit per channel key, e.g. ``{"t": "°C"}``.
-        device_field: key holding the device id (str or int); ``None`` to ignore.
-        ts_field: key holding the sample time (epoch seconds or ISO-8601); ``None`` to ignore.
+        device_field: key holding the device id (str or int); ``None`` or ``""`` to ignore.
+        ts_field: key holding the sample time (epoch seconds or ISO-8601); ``None`` or ``""`` to ignore.
         max_line: longest accepted line in bytes.
 
     Raises:
@@ -73,7 +76,7 @@ class JsonlDecoder:
         channels: Sequence[str] | None = None,
         units: Mapping[str, str] | None = None,
         device_field: str | None = "id",
-        ts_field: str | None = None,
+        ts_field: str | None = "ts",
         max_line: int = DEFAULT_MAX_LINE,
     ) -> None:
         if channels is not None and (isinstance(channels, str) or not all(isinstance(c, str) and c for c in channels)):
@@ -81,8 +84,10 @@ class JsonlDecoder:
         if units is not None and not is_str_table(units):
             raise ValueError("units: must be a table of string to string")
         for name, val in (("device_field", device_field), ("ts_field", ts_field)):
-            if val is not None and not (isinstance(val, str) and val):
-                raise ValueError(f"{name}: must be a non-empty string")
+            if val is not None and not isinstance(val, str):
+                raise ValueError(f"{name}: must be a string")
+        device_field = device_field or None
+        ts_field = ts_field or None
         self.channels: Final = tuple(channels) if channels is not None else None
         self.units: Final = dict(units or {})
         self.device_field: Final = device_field

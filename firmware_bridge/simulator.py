@@ -15,7 +15,8 @@ Models (deterministic for a given seed):
 Renderings: ``nats``: ``CONNECT`` once, then one ``PUB <prefix>.<channel>`` per channel with a JSON
 body ``{"value":..,"unit":..,"ts":..}``; ``frames``: the same ops, one per COBS+CRC frame; ``jsonl``:
 one object per sample; ``nmea``: GGA + RMC with correct checksums; ``lines``: ``T=.. H=.. P=.. B=..``,
-matched by ``LINES_PATTERN``. ``codec_options()`` returns the matching ``get_codec`` options.
+matched by ``LINES_PATTERN``. ``codec_options()`` returns the matching ``get_codec`` options and
+``config_block(port)`` the ready-to-paste ``[[adapters.serial]]`` TOML table that reads this device.
 """
 
 from __future__ import annotations
@@ -91,6 +92,19 @@ class Simulator:
         if self.codec == "lines":
             return {"pattern": LINES_PATTERN, "units": dict(UNITS)}
         return {}
+
+    def config_block(self, port: str) -> str:
+        """The ``[[adapters.serial]]`` TOML table (newline-terminated) that reads this device on ``port``."""
+        lines = [
+            "[[adapters.serial]]",
+            f"port = {_toml(port)}",
+            f"device = {_toml(self.device)}",
+            f"codec = {_toml(self.codec)}",
+        ]
+        opts = self.codec_options()
+        if opts:
+            lines.append(f"codec_options = {_toml(opts)}")
+        return "\n".join(lines) + "\n"
 
     def hello(self) -> bytes:
         """The bytes a device sends on start: CONNECT for ``nats``/``frames``, else nothing."""
@@ -174,6 +188,26 @@ class Simulator:
         gga = f"GPGGA,{hms},{lat},{lon},1,{sats:02d},0.9,{alt:.1f},M,47.0,M,,"
         rmc = f"GPRMC,{hms},A,{lat},{lon},{knots:.2f},{self._heading:.1f},{t:%d%m%y},,,A"
         return b"".join(_sentence(s) for s in (gga, rmc))
+
+
+def _toml(value: object) -> str:
+    """A TOML value: strings (JSON's escapes are TOML's, non-ASCII kept), numbers, booleans, inline tables."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, dict):
+        items = ", ".join(f"{_toml_key(k)} = {_toml(v)}" for k, v in value.items())
+        return "{ " + items + " }" if items else "{}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+def _toml_key(key: str) -> str:
+    return key if key and all(c.isascii() and (c.isalnum() or c in "-_") for c in key) else _toml(key)
 
 
 def _ddmm(value: float, deg_digits: int) -> str:

@@ -41,6 +41,7 @@ __all__ = [
     "TLSSettings",
     "UserSettings",
     "check_users",
+    "is_bcrypt",
     "parse_tls",
     "parse_users",
 ]
@@ -56,6 +57,7 @@ _PERM_KEYS: Final = frozenset({"publish", "subscribe", "allow_responses"})
 _SUBJ_PERM_KEYS: Final = frozenset({"allow", "deny"})
 _RESP_KEYS: Final = frozenset({"max", "expires", "ttl"})
 _TLS_KEYS: Final = frozenset({"cert_file", "key_file", "ca_file", "verify", "timeout", "handshake_first", "map_users"})
+_AUTH_BACKOFF_KEYS: Final = frozenset({"threshold", "base", "max", "entries"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,11 @@ class PermissionSettings:
     publish: SubjectPermission | None = None
     subscribe: SubjectPermission | None = None
     allow_responses: ResponsePermission | None = None
+
+
+def is_bcrypt(secret: str | None) -> bool:
+    """nats-server auth.go isBcrypt: a password or token starting ``$2`` (``$2a$``, ``$2b$``, ...) is a hash."""
+    return secret is not None and secret.startswith("$2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +256,7 @@ class AuthBackoffSettings:
 
 def parse_auth_backoff(raw: Any, rep: KeyReporter) -> AuthBackoffSettings:
     table: dict[str, Any] = dict(raw)
-    rep.reject_unknown(table, frozenset({"threshold", "base", "max", "entries"}))
+    rep.reject_unknown(table, _AUTH_BACKOFF_KEYS)
     kw: dict[str, Any] = {}
     if "threshold" in table:
         kw["threshold"] = rep.read(table, "threshold", v.read_int, minimum=0)

@@ -4,15 +4,15 @@
     nats-edge simulate-device --codec nmea --link /tmp/gps0   # also a stable symlink to the pty
     nats-edge simulate-device --codec lines --stdout --count 3
 
-Point ``[[adapters.serial]] port`` at the printed path (or the ``--link``) with the same codec; for
-``jsonl``/``lines`` the matching ``codec_options`` are printed too. The device answers PINGs (nats/frames),
-so the broker keeps its connection. Runs until SIGINT/SIGTERM or ``--count`` samples.
+On start it prints ``pty: <path>`` and then a ready-to-paste TOML ``[[adapters.serial]]`` table that
+reads it (port = the ``--link`` if given, else the pty; device, codec and ``codec_options``), ended by an
+empty line. The device answers PINGs (nats/frames), so the broker keeps its connection. Runs until
+SIGINT/SIGTERM or ``--count`` samples.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -63,8 +63,8 @@ def run_simulator(args: argparse.Namespace) -> int:
             os.replace(tmp, args.link)
         out_fd, in_fd = master, master
         print(f"pty: {path}" + (f" (link {args.link})" if args.link else ""), flush=True)
-        opts = sim.codec_options()
-        print(f"codec: {args.codec} codec_options = {json.dumps(opts, ensure_ascii=False)}", flush=True)
+        print("# paste into the broker's config file (TOML):", flush=True)
+        print(sim.config_block(os.path.abspath(args.link) if args.link else path), flush=True)
     sent = 0
     next_at = time.monotonic()
     try:

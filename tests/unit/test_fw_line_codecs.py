@@ -95,10 +95,11 @@ def test_jsonl_random_splits(points: list[int]) -> None:
 
 def test_jsonl_explicit_channels_admit_strings_and_bools() -> None:
     dec = JsonlDecoder(channels=["ok", "fw", "missing", "t"], device_field=None)
+    ts = 1790000000.5  # ts_field defaults to "ts"
     assert dec.feed(JSONL.split(b"\n")[0] + b"\n") == [
-        Reading("ok", True),
-        Reading("fw", "1.2"),
-        Reading("t", 21.5),
+        Reading("ok", True, ts=ts),
+        Reading("fw", "1.2", ts=ts),
+        Reading("t", 21.5, ts=ts),
     ]
 
 
