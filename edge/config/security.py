@@ -41,7 +41,6 @@ __all__ = [
     "TLSSettings",
     "UserSettings",
     "check_users",
-    "is_bcrypt",
     "parse_tls",
     "parse_users",
 ]
@@ -81,11 +80,6 @@ class PermissionSettings:
     publish: SubjectPermission | None = None
     subscribe: SubjectPermission | None = None
     allow_responses: ResponsePermission | None = None
-
-
-def is_bcrypt(secret: str | None) -> bool:
-    """nats-server auth.go isBcrypt: a password or token starting ``$2`` (``$2a$``, ``$2b$``, ...) is a hash."""
-    return secret is not None and secret.startswith("$2")
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,11 @@ LAME_DUCK_GRACE_PERIOD: Final = 10.0  # DEFAULT_LAME_DUCK_GRACE_PERIOD
 MAX_PAYLOAD_LIMIT: Final = 64 * 1024 * 1024  # nats-server refuses max_payload above 64 MB
 
 
+def is_bcrypt(secret: str | None) -> bool:
+    """nats-server auth.go isBcrypt: a password or token starting ``$2`` (``$2a$``, ``$2b$``, ...) is a hash."""
+    return secret is not None and secret.startswith("$2")
+
+
 @dataclass(slots=True)
 class AuthorizationSettings:
     """Single-user or token authentication, as nats-server's ``--user/--pass`` and ``--auth`` give."""

@@ -18,7 +18,8 @@ Example::
     batch = 500                # records per confirmation batch
 
 The section is enabled when the table exists and ``subjects`` is non-empty. ``dir`` defaults to
-``<state_dir>/outbox``, resolved by the runtime (``dir`` stays ``None`` here).
+``<state dir>/outbox``, resolved by the runtime (``edge.store.forwarder.resolve_directory``; ``dir``
+stays ``None`` here): ``state_dir``, else ``$STATE_DIRECTORY``, else ``$XDG_STATE_HOME/nats-edge``.
 """
 
 from __future__ import annotations

