@@ -7,7 +7,20 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.blocking import loop_blocking_guard
 from tests.support.processes import ServerProcess, start_nats_edge, start_nats_server
+
+
+@pytest.fixture(autouse=True)
+def no_loop_blocking() -> Iterator[None]:
+    """Fail a test whose event loop is blocked by a synchronous call in broker code (tests.support.blocking).
+
+    Only code running on the test's own loop is seen: the unit tier and the in-process async tests
+    (outbox, forwarder, BLE scanner and GATT on a real bleak). Brokers in subprocesses are checked by
+    starting them with ``NATS_EDGE_TEST_BLOCKBUSTER=1`` (tests.support.processes.start_nats_edge).
+    """
+    with loop_blocking_guard():
+        yield
 
 
 @pytest.fixture(scope="module")

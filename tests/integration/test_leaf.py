@@ -20,6 +20,7 @@ from nats.errors import NoRespondersError
 
 from tests.support.natsclient import flush
 from tests.support.processes import ServerProcess, free_port, start_nats_edge, start_nats_server, wait_for
+from tests.support.waiting import async_wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -63,19 +64,15 @@ def hub_has_interest(hub: ServerProcess, *subjects: str) -> bool:
 
 
 async def wait_interest(hub: ServerProcess, *subjects: str, timeout: float = 15.0) -> None:
-    async with asyncio.timeout(timeout):
-        while True:
-            if await asyncio.to_thread(hub_has_interest, hub, *subjects):
-                return
-            await asyncio.sleep(0.05)
+    await async_wait_for(lambda: asyncio.to_thread(hub_has_interest, hub, *subjects), timeout,
+                         f"the hub to see interest in {subjects}", interval=0.05)
 
 
 async def wait_leaf_connected(hub: ServerProcess, timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while True:
-            if (await asyncio.to_thread(leafz, hub)).get("leafnodes"):
-                return
-            await asyncio.sleep(0.05)
+    async def connected() -> bool:
+        return bool((await asyncio.to_thread(leafz, hub)).get("leafnodes"))
+
+    await async_wait_for(connected, timeout, "the gateway's leaf connection on the hub", interval=0.05)
 
 
 async def probe(pub: Client, subject: str, sub_msgs: asyncio.Queue[Msg], timeout: float = 15.0) -> None:
@@ -105,6 +102,33 @@ async def queue_sub(nc: Client, subject: str, queue: str = "") -> tuple[object, 
     sub = await nc.subscribe(subject, queue=queue, cb=cb)
     await flush(nc)
     return sub, q
+
+
+async def sentinel(pub: Client, sub_nc: Client, tag: str, timeout: float = 15.0) -> None:
+    """Return once a marker ``pub`` publishes now has reached ``sub_nc``.
+
+    NATS keeps one publisher's messages in order towards one subscribing connection, across the leaf
+    link too, and nats-py hands them to the subscriptions' callbacks in that order: whatever ``pub``
+    sent before that would reach ``sub_nc`` has been delivered once the marker is. The marker is sent
+    again until one arrives (its interest has to cross the leaf link first).
+    """
+    marks = await sub_nc.subscribe(f"sentinel.{tag}")
+    await flush(sub_nc)
+    async with asyncio.timeout(timeout):
+        while True:
+            await pub.publish(f"sentinel.{tag}", b"end")
+            await flush(pub)
+            try:
+                await marks.next_msg(timeout=0.1)
+            except nats.errors.TimeoutError:
+                continue
+            break
+    await marks.unsubscribe()
+
+
+def drain(*queues: asyncio.Queue[Msg]) -> list[bytes]:
+    """Everything already delivered to ``queues``."""
+    return [q.get_nowait().data for q in queues for _ in range(q.qsize())]
 
 
 async def get(q: asyncio.Queue[Msg], timeout: float = 10.0) -> Msg:
@@ -185,11 +209,10 @@ async def test_interest_withdrawn_on_unsubscribe(
     await wait_interest(hub, "gone.soon")
     await sub.unsubscribe()  # type: ignore[attr-defined]
     await flush(ec)
-    async with asyncio.timeout(10):
-        while True:
-            if not await asyncio.to_thread(hub_has_interest, hub, "gone.soon"):
-                break
-            await asyncio.sleep(0.05)
+    async def gone() -> bool:
+        return not await asyncio.to_thread(hub_has_interest, hub, "gone.soon")
+
+    await async_wait_for(gone, 10, "the hub to drop the interest in gone.soon", interval=0.05)
 
 
 async def test_queue_group_only_on_hub_gets_gateway_publishes(
@@ -199,26 +222,18 @@ async def test_queue_group_only_on_hub_gets_gateway_publishes(
     _, q1 = await queue_sub(hc, "work.hub", "workers")
     _, q2 = await queue_sub(hc, "work.hub", "workers")
     # probe: a queue message is delivered to exactly one member
-    async with asyncio.timeout(15):
-        while q1.empty() and q2.empty():
-            await ec.publish("work.hub", b"probe")
-            await flush(ec)
-            await asyncio.sleep(0.05)
-    await asyncio.sleep(0.3)  # let in-flight probes land before draining (not a synchronisation)
-    for q in (q1, q2):
-        while not q.empty():
-            q.get_nowait()
+    async def probed() -> bool:
+        await ec.publish("work.hub", b"probe")
+        await flush(ec)
+        return not (q1.empty() and q2.empty())
+
+    await async_wait_for(probed, 15, "a probe through the hub's queue group", interval=0.05)
+    await sentinel(ec, hc, "probes")  # every probe in flight has landed
+    assert set(drain(q1, q2)) == {b"probe"}
     for i in range(100):
         await ec.publish("work.hub", b"%d" % i)
-    await flush(ec)
-    got: list[bytes] = []
-    async with asyncio.timeout(10):
-        while len(got) < 100:
-            for q in (q1, q2):
-                while not q.empty():
-                    got.append(q.get_nowait().data)
-            await asyncio.sleep(0.01)
-    assert sorted(got, key=int) == [b"%d" % i for i in range(100)]
+    await sentinel(ec, hc, "work")
+    assert sorted(drain(q1, q2), key=int) == [b"%d" % i for i in range(100)]  # each once, none lost
 
 
 async def test_queue_group_spanning_both_sides_delivers_each_message_once(
@@ -233,18 +248,11 @@ async def test_queue_group_spanning_both_sides_delivers_each_message_once(
     for i in range(n):
         await hc.publish("span.q", b"h%d" % i)
         await ec.publish("span.q", b"e%d" % i)
-    await flush(hc)
-    await flush(ec)
-    got: list[bytes] = []
-    async with asyncio.timeout(10):
-        while len(got) < 2 * n:
-            for q in (qe, qh):
-                while not q.empty():
-                    got.append(q.get_nowait().data)
-            await asyncio.sleep(0.01)
-    await asyncio.sleep(0.2)
-    for q in (qe, qh):
-        assert q.empty(), "a message was delivered twice"
+    # Each side's messages may cross the link to the other side's member: both directions are fenced.
+    await sentinel(hc, ec, "hub-side")
+    await sentinel(ec, hc, "edge-side")
+    got = drain(qe, qh)
+    # Exactly once each: a duplicate would be here (it travels ahead of the sentinels), a loss missing.
     assert sorted(got) == sorted([b"h%d" % i for i in range(n)] + [b"e%d" % i for i in range(n)])
 
 

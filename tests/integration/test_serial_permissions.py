@@ -159,6 +159,16 @@ async def collect(nc: Any, subject: str) -> asyncio.Queue[Any]:
     return q
 
 
+async def until_marker(q: asyncio.Queue[Any], marker: str, timeout: float = 10.0) -> list[tuple[str, bytes]]:
+    """What ``q`` received before a message on ``marker``. A publisher's messages reach a subscriber in
+    the order published, so a marker published last fences everything the publisher sent before it."""
+    out = []
+    async with asyncio.timeout(timeout):
+        while (m := await q.get()).subject != marker:
+            out.append((m.subject, m.data))
+    return out
+
+
 def drain(q: asyncio.Queue[Any]) -> list[tuple[str, bytes]]:
     out = []
     while not q.empty():
@@ -175,12 +185,11 @@ async def test_publish_allowed_denied_and_port_keeps_working(rig: dict[str, Any]
         seen = await collect(nc, ">")
         got = dev.exchange(
             encode_pub(f"dev.{port}.temp", b"21") + encode_pub("dev.secret", b"s1") + encode_pub("other.x", b"o1")
+            + encode_pub(f"dev.{port}.mark", b"")
         )
         # Exactly the bytes a TCP client gets (tests/integration/test_permissions.py); nothing else.
         assert got == pub_err("dev.secret") + pub_err("other.x") + b"PONG\r\n"
-        await flush(nc)
-        await asyncio.sleep(0.05)
-        msgs = [m for m in drain(seen) if not m[0].startswith("evt.")]
+        msgs = [m for m in await until_marker(seen, f"dev.{port}.mark") if not m[0].startswith("evt.")]
         assert msgs == [(f"dev.{port}.temp", b"21")]  # the denied ones reached no one
         # The connection stayed open: a later allowed publish still arrives, a denied one is still refused.
         got = dev.exchange(encode_pub("dev.secret", b"s2") + encode_pub(f"dev.{port}.after", b"ok"))
@@ -223,14 +232,16 @@ async def test_allow_responses_on_the_port(rig: dict[str, Any]) -> None:
     nc = await admin(rig["server"])
     try:
         replies = await collect(nc, "_INBOX.r1")
+        marks = await collect(nc, "dev.pnats.mark")
         await nc.publish("svc.node", b"q", reply="_INBOX.r1")
         await flush(nc)
         assert dev.exchange(b"") == b"MSG svc.node 7 _INBOX.r1 1\r\nq\r\nPONG\r\n"
         # One response per request (allow_responses = true: max 1); the second is a violation.
-        got = dev.exchange(encode_pub("_INBOX.r1", b"a") + encode_pub("_INBOX.r1", b"b"))
+        got = dev.exchange(encode_pub("_INBOX.r1", b"a") + encode_pub("_INBOX.r1", b"b")
+                           + encode_pub("dev.pnats.mark", b""))
         assert got == pub_err("_INBOX.r1") + b"PONG\r\n"
-        await flush(nc)
-        await asyncio.sleep(0.05)
+        # The marker, published last, fences the replies (nats-py runs the callbacks in arrival order).
+        await asyncio.wait_for(marks.get(), 10)
         assert drain(replies) == [("_INBOX.r1", b"a")]
     finally:
         await nc.close()

@@ -113,5 +113,24 @@ async def test_certificate_maps_to_user_with_permissions(tmp_path: Path, pki: di
     sp = start_tls_edge(tmp_path, pki, "map_users = true", authz)
     try:
         await roundtrip(sp.url, tls=client_ctx(pki, with_cert=True))
+        # The certificate's user may publish only to "t": a publish elsewhere gets the exact -ERR and
+        # the connection stays open (nats-server's pubPermissionViolation).
+        errors: asyncio.Queue[Exception] = asyncio.Queue()
+
+        async def on_error(exc: Exception) -> None:
+            errors.put_nowait(exc)
+
+        nc = await nats.connect(sp.url, tls=client_ctx(pki, with_cert=True), allow_reconnect=False,
+                                max_reconnect_attempts=0, error_cb=on_error)
+        try:
+            sub = await nc.subscribe("t")
+            await nc.publish("other", b"x")
+            err = await asyncio.wait_for(errors.get(), 5)
+            assert str(err) == "nats: permissions violation for publish to \"other\""
+            await nc.publish("t", b"still open")
+            assert (await sub.next_msg(timeout=3)).data == b"still open"
+            assert errors.empty()
+        finally:
+            await nc.close()
     finally:
         sp.stop()

@@ -13,10 +13,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.support.waiting import wait_for  # re-exported: the integration tests import it from here
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
@@ -38,18 +39,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.01):  # type: ignore[no-untyped-def]
-    """Poll ``predicate`` until it returns a truthy value or ``timeout`` passes (then AssertionError)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 @dataclass
@@ -129,12 +118,23 @@ def _start(name: str, argv: Sequence[str], workdir: Path, env: dict[str, str] | 
     return sp
 
 
+GUARD_ENV = "NATS_EDGE_TEST_BLOCKBUSTER"  # "1": arm the loop-blocking guard in the broker (guarded_broker.py)
+
+
 def start_nats_edge(workdir: Path, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
-    """``python -m edge run -a 127.0.0.1 -p -1 ARGS``, i.e. the real CLI in a subprocess."""
+    """``python -m edge run -a 127.0.0.1 -p -1 ARGS``, i.e. the real CLI in a subprocess.
+
+    With ``NATS_EDGE_TEST_BLOCKBUSTER=1`` in ``env`` or the environment, the same CLI runs through
+    tests/support/guarded_broker.py, which fails (and logs) any call that blocks the broker's loop.
+    """
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
-    argv = [sys.executable, "-m", "edge", "run", "-a", "127.0.0.1", "-p", "-1", *args]
+    if full_env.get(GUARD_ENV) == "1":
+        launcher = [sys.executable, str(Path(__file__).with_name("guarded_broker.py"))]
+    else:
+        launcher = [sys.executable, "-m", "edge"]
+    argv = [*launcher, "run", "-a", "127.0.0.1", "-p", "-1", *args]
     return _start("nats-edge", argv, workdir, full_env)
 
 

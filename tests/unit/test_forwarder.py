@@ -120,7 +120,9 @@ def test_encode_matches_send_msg_per_record(confirm: str, prefix: str) -> None:
     assert slow._send_each(link, left, 100, confirm == "jetstream") == (count, last, nbytes)
     assert data == b"".join(link.out)
     assert (count, last, not left) == (4, 123456, True)
-    assert b"HMSG t.a 32 37\r\nNATS/1.0\r\nNats-Msg-Id: gw1-1\r\n\r\nhello\r\n" in data or confirm != "pong"
+    # The first record, exactly: a jetstream record is a request to the (prefixed) stream subject.
+    first = b"HMSG t.a" if confirm == "pong" else b"HMSG " + (b"up." if prefix else b"") + b"t.a _SF.abc.1"
+    assert data.startswith(first + b" 32 37\r\nNATS/1.0\r\nNats-Msg-Id: gw1-1\r\n\r\nhello\r\nHMSG ")
     assert b"Nats-Msg-Id: mine" in data and b"gw1-7" not in data  # a publisher's own id is kept
     if confirm == "jetstream":
         assert fast._ackw is not None and list(fast._ackw.order) == [1, 2, 7, 123456]
