@@ -35,6 +35,9 @@ the adapter's only door into the broker (all synchronous, call on the event loop
   ``evt.<gateway>.<kind>.<device>.online`` on the transition) and counts the reading.
 - ``ctx.set_online(device, online)`` / ``ctx.event(device, name, **extra)`` publish lifecycle events
   (``online``, ``offline``, ``discovered``, ``lost``) on ``evt.<gateway>.<kind>.<device>.<name>``.
+  Their meaning is the same for every kind: ``online``/``offline`` bracket reachability (``offline``
+  carries ``reason``); ``discovered``/``lost`` bracket an *unconfigured* device's place in the
+  gateway's device table (first heard / forgotten; configured devices are never discovered or lost).
   ``set_online`` publishes only on a transition; ``ctx.device(device)`` returns the :class:`DeviceState`
   (free-form ``extra`` dict, e.g. ``rssi``, shown in /devicez).
 - ``ctx.on_command(device, callback)`` subscribes to ``cmd.<gateway>.<kind>.<device>.*``; the callback
@@ -44,7 +47,8 @@ the adapter's only door into the broker (all synchronous, call on the event loop
 - ``ctx.server`` is the core :class:`~edge.core.server.Server` for adapters that bridge a whole client
   connection (the serial ``nats``/``frames`` codecs); ``ctx.log`` a logger named ``edge.adapters.<name>``.
 - Every token put into a subject is sanitised (:func:`sanitize_token`: dots, spaces, wildcards become
-  ``_``). Templates (``subjects = { reading = "...", event = "...", command = "..." }`` on the instance)
+  ``_``; the gateway token is :func:`~edge.protocol.subjects.gateway_token` of the server name).
+  Templates (``subjects = { reading = "...", event = "...", command = "..." }`` on the instance)
   may use ``{gateway} {adapter} {device} {channel} {event} {action}``.
 
 Buffers an adapter keeps (ingest queues, device maps) must be bounded with a counted overflow; the
@@ -62,12 +66,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
+
+# Re-exported: the token rules are the protocol layer's; adapters get them with the rest of their API.
+from edge.protocol.subjects import gateway_token, sanitize_token
 
 if TYPE_CHECKING:
     from edge.config.loader import KeyReporter
@@ -93,13 +99,6 @@ MAX_DEVICES: Final = 1024  # per adapter instance; more are counted in devices_d
 BACKOFF_MIN: Final = 0.5
 BACKOFF_MAX: Final = 30.0
 STABLE_AFTER: Final = 60.0  # seconds of running after which the backoff starts again from the minimum
-_BAD_TOKEN_CHARS: Final = re.compile(r"[\s.*>\x00-\x1f\x7f]+")
-
-
-def sanitize_token(text: str) -> str:
-    """Make ``text`` one valid subject token: whitespace, dots, ``*``, ``>`` and controls become ``_``."""
-    token = _BAD_TOKEN_CHARS.sub("_", str(text))
-    return token or "_"
 
 
 def format_ts(ts: float) -> str:
@@ -130,6 +129,7 @@ class DeviceState:
     id: str
     name: str = ""
     online: bool = False
+    first_seen: float | None = None  # UNIX seconds it first came online
     last_seen: float | None = None
     readings: int = 0
     errors: int = 0
@@ -152,12 +152,15 @@ class AdapterContext:
         self.kind = kind
         self.name = name
         self.templates = templates or SubjectTemplates()
-        self.gateway = sanitize_token(gateway if gateway is not None else server.server_name)
+        self.gateway = gateway_token(gateway if gateway is not None else server.server_name)
         self.adapter_token = sanitize_token(kind)
         self.log = logging.getLogger(f"edge.adapters.{name}")
         self.devices: dict[str, DeviceState] = {}
         self.devices_dropped = 0
         self.published = 0
+        # edge.monitoring.statuspage.StatusHistory while the monitoring port runs: each reading is recorded
+        # there (O(1)) for the status page's last values and sparklines.
+        self.history: Any = None
         self._client: InternalClient | None = None
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -216,6 +219,8 @@ class AdapterContext:
         state.online = online
         if online:
             state.last_seen = time.time()
+            if state.first_seen is None:
+                state.first_seen = state.last_seen
         self.event(device, "online" if online else "offline", **extra)
 
     def reading(
@@ -228,6 +233,8 @@ class AdapterContext:
         if state is not None:
             state.readings += 1
             state.last_seen = now
+        if self.history is not None:
+            self.history.record(self.name, device, channel, value, unit, now)
         body: dict[str, Any] = {"value": value, "unit": unit, "ts": format_ts(ts if ts is not None else now)}
         body.update(extra)
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
@@ -284,8 +291,8 @@ class Adapter:
             subject = self.ctx.subject("reading", d.id, channel="x").rsplit(".", 1)[0]
             out.append({
                 "adapter": self.ctx.kind, "instance": self.ctx.name, "id": d.id, "name": d.name,
-                "online": d.online, "last_seen": d.last_seen, "subject": subject, "readings": d.readings,
-                "errors": d.errors, **d.extra,
+                "online": d.online, "first_seen": d.first_seen, "last_seen": d.last_seen, "subject": subject,
+                "readings": d.readings, "errors": d.errors, **d.extra,
             })
         return out
 

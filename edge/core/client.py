@@ -45,6 +45,10 @@ trace_log = logging.getLogger("edge.trace")
 # plus up to 20 % jitter, to measure RTT; later PINGs come every ping_interval unless data arrived.
 FIRST_CLIENT_PING_INTERVAL: Final = 2.0
 PING_JITTER: Final = 0.2
+# nats-server estimates a client's RTT as INFO-sent to CONNECT-received, then measures it with a PING
+# even on a busy connection once per this interval (DEFAULT_RTT_MEASUREMENT_INTERVAL); every PONG to
+# one of our PINGs updates it.
+RTT_MEASUREMENT_INTERVAL: Final = 3600.0
 
 # The CONNECT fields that authenticate (nats-server's clientOpts: user, pass, auth_token, nkey, sig, jwt).
 CREDENTIAL_OPTIONS: Final = ("user", "pass", "auth_token", "nkey", "sig", "jwt")
@@ -137,8 +141,9 @@ class ClientConnection(asyncio.Protocol):
         self.out_bytes = 0
         # Timers and keepalive state.
         self.pings_out = 0
-        self.rtt: float = 0.0
-        self._ping_sent_at = 0.0
+        self.rtt: float = 0.0  # seconds; 0.0 until CONNECT
+        self._info_sent_at = 0.0
+        self._ping_sent_at = float("-inf")  # never: the first PING timer always measures RTT
         self._ping_handle: asyncio.TimerHandle | None = None
         self._auth_handle: asyncio.TimerHandle | None = None
         self._deadline_handle: asyncio.TimerHandle | None = None
@@ -161,6 +166,7 @@ class ClientConnection(asyncio.Protocol):
             self.close_with_error(E.ERR_MAX_CONNECTIONS, CloseReason.MAX_CONNECTIONS)
             return
         self._send(self.server.info_for(self))
+        self._info_sent_at = self._last_in
         if self.auth_required:
             self._auth_handle = self.loop.call_later(
                 self.server.settings.authorization.timeout, self._auth_timeout
@@ -367,8 +373,9 @@ class ClientConnection(asyncio.Protocol):
             self.close_with_error(E.ERR_STALE, CloseReason.STALE)
             return
         now = self.loop.time()
-        # Skip the PING if the client was active recently, except the first one (RTT measurement).
-        if self.rtt == 0.0 or now - self._last_in >= settings.ping_interval:
+        # Skip the PING if the client was active recently, except for the RTT measurement.
+        need_rtt = now - self._ping_sent_at > RTT_MEASUREMENT_INTERVAL
+        if need_rtt or now - self._last_in >= settings.ping_interval:
             self.pings_out += 1
             self._ping_sent_at = now
             self._send(_PING)
@@ -416,6 +423,7 @@ class ClientConnection(asyncio.Protocol):
         self.version = _str_opt(options.get("version", self.version))
         if not self.connected:
             self.connected = True
+            self.rtt = max(self.loop.time() - self._info_sent_at, 1e-9)  # the handshake's estimate
             if self._auth_handle is not None:
                 self._auth_handle.cancel()
                 self._auth_handle = None
@@ -574,8 +582,8 @@ class ClientConnection(asyncio.Protocol):
             self._check_authorized()
             if self.trace:
                 trace_log.debug("%s - <<- [PONG]", self.tag)
-        if self.pings_out and self._ping_sent_at and self.rtt == 0.0:
-            self.rtt = self.loop.time() - self._ping_sent_at
+        if self.pings_out:  # an unsolicited PONG measures nothing
+            self.rtt = max(self.loop.time() - self._ping_sent_at, 1e-9)
         self.pings_out = 0
 
     def on_ok(self) -> None:

@@ -36,6 +36,7 @@ class Router:
         "_cache",
         "_dirty",
         "_schedule_flush",
+        "cache_hits",
         "hooks",
         "in_bytes",
         "in_msgs",
@@ -50,10 +51,18 @@ class Router:
         self._dirty: list[Any] = []
         self._schedule_flush = schedule_flush
         self.hooks: list[PublishHook] = []
+        # Hits of the lookup below, which bypasses SubscriptionIndex.match (and so its counters) on
+        # a hit; see match_stats().
+        self.cache_hits = 0
         self.in_msgs = 0
         self.in_bytes = 0
         self.out_msgs = 0
         self.out_bytes = 0
+
+    def match_stats(self) -> tuple[int, int]:
+        """(matches, cache hits) over the router's lookups and direct SubscriptionIndex.match calls."""
+        sl = self.sublist
+        return sl.matches + self.cache_hits, sl.cache_hits + self.cache_hits
 
     def take_dirty(self) -> list[Any]:
         """The connections with queued output since the last call (each once)."""
@@ -85,6 +94,8 @@ class Router:
         m = self._cache.get(subject)
         if m is None:
             m = self.sublist.match(subject)
+        else:
+            self.cache_hits += 1
         if m is EMPTY_MATCH:
             delivered = 0
         else:

@@ -22,6 +22,7 @@ ignored, missing ones default to zero/empty::
 Device snapshot (``DeviceProvider.snapshot()`` returns a list, one provider per adapter)::
 
     {"adapter": "ble", "id": "A4:C1:38:00:11:22", "name": "Kitchen", "online": True,
+     "first_seen": 1764150000.0,   # UNIX seconds or None (never seen)
      "last_seen": 1764158400.0,    # UNIX seconds or None
      "subject": "dev.gw1.ble.kitchen", "readings": 42, "errors": 0,
      "rssi": -71}                  # any further JSON-serialisable keys are passed through to /devicez

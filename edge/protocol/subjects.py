@@ -12,6 +12,11 @@ from typing import Final
 # Whitespace nats-server never allows in a subject, plus NUL (isValidSubject's rune checks).
 _BAD_CHARS: Final = re.compile(rb"[ \t\r\n\f\x00]")
 
+# Names we put into subjects (gateway, adapter, device, channel) are cut to this many characters.
+MAX_TOKEN: Final = 64
+# What cannot be inside one token: whitespace, the separator, the wildcards, control characters.
+_BAD_TOKEN_CHARS: Final = re.compile(r"[\s.*>\x00-\x1f\x7f]+")
+
 
 # Reply prefixes nats-server reserves (service-import replies, JetStream acks, gateway replies); a
 # client publishing with one gets 'Permissions Violation for Publish with Reply of ...' (isReservedReply).
@@ -77,6 +82,19 @@ def subject_matches(pattern: bytes, subject: bytes) -> bool:
         if tok != b"*" and tok != st[i]:
             return False
     return len(pt) == len(st)
+
+
+def sanitize_token(text: str, fallback: str = "_") -> str:
+    """``text`` as one valid subject token: each run of whitespace, ``.``, ``*``, ``>`` and control
+    characters becomes ``_``; at most :data:`MAX_TOKEN` characters; ``fallback`` when empty. Anything
+    else (``-``, ``:``, non-ASCII letters) is kept, so a name stays recognisable in its subject."""
+    return _BAD_TOKEN_CHARS.sub("_", str(text))[:MAX_TOKEN] or fallback
+
+
+def gateway_token(server_name: str) -> str:
+    """The ``<gateway>`` token of every device subject (``dev.``/``evt.``/``cmd.<gateway>...``) and of
+    ``edge.<gateway>.devices``: one function, so all of them name a gateway the same way."""
+    return sanitize_token(server_name)
 
 
 def _is_utf8(data: bytes) -> bool:

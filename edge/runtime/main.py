@@ -15,8 +15,9 @@ import sys
 from collections.abc import Callable
 from typing import Final
 
-from edge import __version__
+from edge import NATS_SERVER_VERSION, __version__
 from edge.config.settings import Settings
+from edge.errors import ListenError
 from edge.runtime.logging import configure_logging
 
 log = logging.getLogger("edge.runtime")
@@ -75,11 +76,15 @@ async def _serve(settings: Settings, reload: Callable[[], Settings] | None = Non
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     broker = Broker(settings)
-    log.info("Starting nats-edge version %s", __version__)
+    log.info("Starting nats-edge version %s (nats-server %s protocol)", __version__, NATS_SERVER_VERSION)
     try:
         await broker.start()
-    except OSError as exc:
-        log.error("Error listening on port: %s:%d, %s", settings.host, settings.port, exc.strerror or exc)
+    except ListenError as exc:
+        log.error("%s", exc)
+        await broker.stop(timeout=1.0)
+        return 1
+    except OSError as exc:  # not a listener: the outbox's directory, mDNS sockets, ...
+        log.error("Can't start: %s", exc)
         await broker.stop(timeout=1.0)
         return 1
     # sd_notify READY=1/WATCHDOG/STATUS, SIGHUP reload, SIGUSR2 lame duck (edge.runtime.reload).

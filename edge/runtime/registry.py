@@ -23,7 +23,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
@@ -35,11 +34,14 @@ __all__ = ["DEFAULT_MAX_DEVICES", "DeviceRecord", "DeviceRegistry", "iso_ts", "r
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_DEVICES: Final = 4096
+# Provider snapshot keys that become the reply's own fields; the rest go into "info".
+_PROVIDER_KEYS: Final = frozenset({"adapter", "id", "online", "first_seen", "last_seen"})
 
 
 def iso_ts(epoch: float) -> str:
-    """``2026-11-26T12:00:00.000Z`` (the DESIGN's timestamp format)."""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(epoch * 1000) % 1000:03d}Z"
+    """``2026-11-26T12:00:00.000Z`` (the DESIGN's timestamp format). time.gmtime, not datetime: the
+    registry is on every broker's start path, and datetime costs idle RSS for nothing else."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(epoch)) + f"{int(epoch * 1000) % 1000:03d}Z"
 
 
 def registry_subject(gateway: str) -> bytes:
@@ -154,13 +156,13 @@ class DeviceRegistry:
             try:
                 items = provider.snapshot()
                 for item in items[: self.max_devices]:
-                    info = {k: v for k, v in item.items() if k not in ("adapter", "id", "online", "last_seen")}
-                    last = item.get("last_seen")
+                    info = {k: v for k, v in item.items() if k not in _PROVIDER_KEYS}
+                    first, last = item.get("first_seen"), item.get("last_seen")
                     out.append({
                         "adapter": str(item.get("adapter", "")),
                         "device": str(item.get("id", "")),
                         "state": "online" if item.get("online") else "offline",
-                        "first_seen": None,
+                        "first_seen": iso_ts(first) if isinstance(first, int | float) else None,
                         "last_seen": iso_ts(last) if isinstance(last, int | float) else None,
                         "info": info,
                     })
@@ -213,9 +215,9 @@ def ensure_registry(broker: Any) -> DeviceRegistry:
     """
     reg: DeviceRegistry | None = getattr(broker, "registry", None)
     if reg is None:
-        from edge.adapters.mdns.matchers import sanitize_token
+        from edge.protocol.subjects import gateway_token
 
-        reg = DeviceRegistry(sanitize_token(broker.server.server_name), providers=lambda: broker.device_providers)
+        reg = DeviceRegistry(gateway_token(broker.server.server_name), providers=lambda: broker.device_providers)
         broker.registry = reg
     reg.attach(broker.server)
     return reg

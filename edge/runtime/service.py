@@ -3,14 +3,19 @@
 install writes, under ``--root`` (default ``/``):
 - ``etc/systemd/system/nats-edge.service``: the shipped unit with ExecStart pointing at this
   installation (``<python> -m edge``) and ``NATS_EDGE_PROFILE`` set to the chosen profile;
+- ``etc/systemd/system/nats-edge.service.d/venv.conf``, only when this installation (interpreter, venv
+  or the edge package) lives under /home, /root or /run/user, which the unit's ``ProtectHome=yes``
+  hides: the drop-in relaxes exactly that to ``ProtectHome=read-only``. An installation under /tmp or
+  /var/tmp is refused: ``PrivateTmp=yes`` gives the service an empty /tmp of its own, and relaxing it
+  would not help for long, since /tmp is emptied at boot;
 - ``usr/lib/sysusers.d/nats-edge.conf``: the service user and its groups (dialout, bluetooth), then
   runs ``systemd-sysusers`` to create them;
 - ``etc/nats-edge/nats-edge.toml``: a starter config, only if none exists (never overwritten);
 - ``var/lib/nats-edge``: the state directory (systemd's StateDirectory= also creates it at start);
 then ``systemctl enable`` (``--root`` given: offline, no start) or ``enable --now``.
 Every step is idempotent: files whose content is already right are left alone. ``--dry-run`` only
-prints the steps. uninstall disables and stops the unit and removes the unit and sysusers files, and
-keeps configuration and state (the outbox may hold undelivered data) unless ``--purge``.
+prints the steps. uninstall disables and stops the unit and removes the unit, drop-in and sysusers
+files, and keeps configuration and state (the outbox may hold undelivered data) unless ``--purge``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,10 @@ __all__ = ["ServiceError", "install", "starter_config", "uninstall", "unit_text"
 
 UNIT_NAME: Final = "nats-edge.service"
 UNIT_PATH: Final = "etc/systemd/system/nats-edge.service"
+DROPIN_PATH: Final = "etc/systemd/system/nats-edge.service.d/venv.conf"
+# What the unit's sandbox hides: ProtectHome=yes makes these empty, PrivateTmp=yes replaces these.
+HOME_DIRS: Final = ("/home", "/root", "/run/user")
+TMP_DIRS: Final = ("/tmp", "/var/tmp")
 SYSUSERS_PATH: Final = "usr/lib/sysusers.d/nats-edge.conf"
 CONFIG_PATH: Final = "etc/nats-edge/nats-edge.toml"
 STATE_DIR: Final = "var/lib/nats-edge"
@@ -73,6 +82,60 @@ def unit_text(profile: str, exec_prefix: str | None = None) -> str:
     exec_prefix = exec_prefix or f"{sys.executable} -m edge"
     text = text.replace("ExecStart=/usr/bin/env nats-edge run", f"ExecStart={exec_prefix} run")
     return text.replace("Environment=NATS_EDGE_PROFILE=auto", f"Environment=NATS_EDGE_PROFILE={profile}")
+
+
+def installation_paths() -> list[Path]:
+    """What the service must read to start: the interpreter, the environment (venv) and its base, and
+    the edge package (an editable install's is in the clone); each as written and with symlinks resolved."""
+    import edge
+
+    paths = [Path(sys.executable), Path(sys.prefix), Path(sys.base_prefix), Path(edge.__file__).parent]
+    out: list[Path] = []
+    for p in paths + [p.resolve() for p in paths]:
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def _under(path: Path, dirs: tuple[str, ...]) -> str | None:
+    for d in dirs:
+        if path == Path(d) or Path(d) in path.parents:
+            return d
+    return None
+
+
+def venv_dropin(paths: list[Path]) -> str | None:
+    """The drop-in this installation needs, or None. Raises ServiceError for one under /tmp."""
+    for p in paths:
+        if _under(p, TMP_DIRS):
+            raise ServiceError(
+                f"this installation is under {p.parent if p.is_file() else p}, which the unit's PrivateTmp=yes "
+                "hides from the service (and /tmp is emptied at boot); install nats-edge elsewhere, e.g. "
+                "python3 -m venv /opt/nats-edge && /opt/nats-edge/bin/pip install <nats-edge>"
+            )
+    home = [p for p in paths if _under(p, HOME_DIRS)]
+    if not home:
+        return None
+    return (
+        "# Written by `nats-edge service install`: this installation lives under "
+        f"{_under(home[0], HOME_DIRS)}\n"
+        f"# ({home[0]}), which ProtectHome=yes hides from the service. Read-only access is all it needs.\n"
+        "[Service]\nProtectHome=read-only\n"
+    )
+
+
+def _unreadable_dirs(paths: list[Path]) -> list[Path]:
+    """Directories above the installation that other users (the service's user) cannot enter."""
+    bad: list[Path] = []
+    for p in paths:
+        for d in reversed(p.parents if p.is_file() else [p, *p.parents]):
+            try:
+                mode = d.stat().st_mode
+            except OSError:
+                continue
+            if not mode & 0o001 and d not in bad:
+                bad.append(d)
+    return bad
 
 
 def starter_config(profile: str) -> str:
@@ -120,6 +183,11 @@ def _run(*argv: str) -> Callable[[], None]:
     return action
 
 
+def _rmdir_if_empty(path: Path) -> None:
+    if not any(path.iterdir()):
+        path.rmdir()
+
+
 def _same(path: Path, text: str) -> bool:
     try:
         return path.read_text() == text
@@ -148,9 +216,23 @@ def install(
     offline = rootp.resolve() != Path("/")
     name = _resolve_profile(profile, out)
     plan = Plan(dry_run, out)
+    out(f"{'Dry run: ' if dry_run else ''}installing nats-edge (profile {name}) under {rootp}")
     unit = rootp / UNIT_PATH
     text = unit_text(name)
     plan.add(f"write {unit}", None if _same(unit, text) else _write(unit, text))
+    paths = installation_paths()
+    dropin_text = venv_dropin(paths)  # raises for an installation the service could never see
+    dropin = rootp / DROPIN_PATH
+    if dropin_text is not None:
+        home = [p for p in paths if _under(p, HOME_DIRS)]
+        out(f"  ! this installation is under {_under(home[0], HOME_DIRS)} ({home[0]}), which the unit's "
+            f"ProtectHome=yes hides: the drop-in {dropin.name} sets ProtectHome=read-only")
+        plan.add(f"write {dropin}", None if _same(dropin, dropin_text) else _write(dropin, dropin_text))
+        for d in _unreadable_dirs(home):
+            out(f"  ! {d} is closed to other users (mode {d.stat().st_mode & 0o777:o}): the nats-edge user "
+                f"cannot reach the installation; `chmod o+x {d}` or install under /opt")
+    elif dropin.exists():
+        plan.add(f"remove {dropin} (this installation is not under a home directory)", dropin.unlink)
     sysusers = rootp / SYSUSERS_PATH
     users_text = (_data_dir("systemd") / "nats-edge.sysusers").read_text()
     plan.add(f"write {sysusers}", None if _same(sysusers, users_text) else _write(sysusers, users_text))
@@ -170,7 +252,6 @@ def install(
     else:
         plan.add("systemctl daemon-reload", _run("systemctl", "daemon-reload"))
         plan.add(f"enable and start {UNIT_NAME}", _run("systemctl", "enable", "--now", UNIT_NAME))
-    out(f"{'Dry run: ' if dry_run else ''}installing nats-edge (profile {name}) under {rootp}")
     plan.run()
     return 0
 
@@ -188,11 +269,14 @@ def uninstall(
             plan.add(f"disable {UNIT_NAME}", _run("systemctl", f"--root={rootp}", "disable", UNIT_NAME))
         else:
             plan.add(f"disable and stop {UNIT_NAME}", _run("systemctl", "disable", "--now", UNIT_NAME))
-    targets = [unit, rootp / SYSUSERS_PATH]
+    targets = [unit, rootp / DROPIN_PATH, rootp / SYSUSERS_PATH]
     if purge:
         targets += [rootp / CONFIG_PATH]
     for path in targets:
         plan.add(f"remove {path}", path.unlink if path.exists() else None)
+    dropin_dir = (rootp / DROPIN_PATH).parent
+    if dropin_dir.is_dir():  # kept if `systemctl edit` put an override.conf there
+        plan.add(f"remove {dropin_dir} if empty", lambda: _rmdir_if_empty(dropin_dir))
     if purge:
         state = rootp / STATE_DIR
         plan.add(f"remove {state} (outbox data!)", (lambda: shutil.rmtree(state)) if state.exists() else None)

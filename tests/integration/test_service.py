@@ -6,6 +6,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -76,3 +78,61 @@ def test_install_with_unknown_profile_fails_cleanly(tmp_path: Path) -> None:
     proc = cli("service", "install", "--root", str(tmp_path / "r"), "--profile", "toaster")
     assert proc.returncode == 1 and "unknown hardware profile 'toaster'" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "r").exists()
+
+
+def make_venv(parent: Path) -> Path:
+    """A real venv (no pip: fast) under ``parent``; edge comes from the clone through PYTHONPATH."""
+    venv = parent / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    return venv
+
+
+def venv_cli(venv: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([str(venv / "bin" / "python"), "-m", "edge", *args], capture_output=True, text=True,
+                          timeout=60, env=env, check=False)
+
+
+@pytest.fixture
+def home_dir() -> Iterator[Path]:
+    """A temporary directory under /home (what ProtectHome=yes hides), removed afterwards."""
+    try:
+        path = Path(tempfile.mkdtemp(dir="/home", prefix="nats-edge-test-"))
+    except OSError as exc:
+        pytest.skip(f"cannot create a directory under /home: {exc}")
+    yield path
+    shutil.rmtree(path)
+
+
+def test_install_from_a_venv_under_home_adds_a_protect_home_dropin(home_dir: Path, tmp_path: Path) -> None:
+    venv = make_venv(home_dir)
+    root = tmp_path / "root"
+    proc = venv_cli(venv, "service", "install", "--root", str(root), "--profile", "generic")
+    assert proc.returncode == 0, proc.stderr
+    unit = root / "etc/systemd/system/nats-edge.service"
+    dropin = root / "etc/systemd/system/nats-edge.service.d/venv.conf"
+    assert f"ExecStart={venv}/bin/python -m edge run" in unit.read_text()
+    assert "ProtectHome=yes" in unit.read_text()  # the shipped hardening stays; the drop-in relaxes it
+    text = dropin.read_text()
+    assert "[Service]\nProtectHome=read-only\n" in text and str(venv) in text
+    assert f"this installation is under /home ({venv}/bin/python)" in proc.stdout
+    assert f"write {dropin}" in proc.stdout
+    # mkdtemp made the directory 0700: the service user could not enter it, and the output says so.
+    assert f"! {home_dir} is closed to other users (mode 700)" in proc.stdout
+    verify(unit)  # loads nats-edge.service.d/ too: a bad drop-in line would be reported here
+    again = venv_cli(venv, "service", "install", "--root", str(root), "--profile", "generic")
+    assert again.returncode == 0 and f"= write {dropin} (already done)" in again.stdout, again.stdout
+    rm = venv_cli(venv, "service", "uninstall", "--root", str(root))
+    assert rm.returncode == 0, rm.stderr
+    assert not dropin.exists() and not dropin.parent.exists() and not unit.exists()
+
+
+def test_install_from_a_venv_under_tmp_is_refused(tmp_path: Path) -> None:
+    venv = make_venv(tmp_path)
+    assert str(venv).startswith(("/tmp/", "/var/tmp/")), venv  # pytest's tmp_path is under /tmp here
+    root = tmp_path / "root"
+    proc = venv_cli(venv, "service", "install", "--root", str(root), "--profile", "generic")
+    assert proc.returncode == 1, proc.stdout
+    line = f"nats-edge: this installation is under {venv}/bin, which the unit's PrivateTmp=yes hides"
+    assert line in proc.stderr and "Traceback" not in proc.stderr
+    assert not root.exists()  # refused before writing anything

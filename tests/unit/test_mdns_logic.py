@@ -20,19 +20,22 @@ from edge.adapters.mdns.matchers import (
     match_service,
     normalize_type,
     parse_txt,
-    sanitize_token,
     types_of,
 )
 from edge.adapters.mdns.readings import FieldSpec, extract_fields, extract_shelly, lookup
 from edge.config.loader import load_settings
 from edge.errors import ConfigError
+from edge.protocol.subjects import gateway_token, sanitize_token
 from edge.runtime.registry import DeviceRegistry, iso_ts
 
 
 def test_sanitize_and_ids() -> None:
-    assert sanitize_token("Kitchen Light.1 *>") == "Kitchen_Light_1"
-    assert sanitize_token("...") == "unknown"
+    assert sanitize_token("Kitchen Light.1 *>") == "Kitchen_Light_1_"
+    assert sanitize_token("...") == "_"
+    assert sanitize_token("", "unknown") == "unknown"
     assert len(sanitize_token("x" * 500)) == 64
+    assert gateway_token("gw:lab") == "gw:lab" and gateway_token("my gw.1") == "my_gw_1"
+    assert device_id_for("") == "unknown"
     assert device_id_for("ShellyPlus1PM-A8032AB1") == "shellyplus1pm-a8032ab1"
     assert normalize_type("_HTTP._tcp") == "_http._tcp.local."
     assert instance_of("My Dev._http._tcp.local.", "_http._tcp.local.") == "My Dev"

@@ -119,3 +119,19 @@ def test_subject_validity() -> None:
     assert is_valid_literal_subject(b"foo*.b")
     assert not is_valid_literal_subject(b"a.*")
     assert not is_valid_literal_subject(b"a.>")
+
+
+def test_match_stats_count_the_routers_cache_hits() -> None:
+    """The router looks the match cache up itself; its hits still count in the /subsz statistics."""
+    from edge.core.router import Router
+
+    idx = SubscriptionIndex()
+    router = Router(idx, lambda: None)
+    for _ in range(10):
+        assert router.route(None, b"no.one.listens", None, 0, b"x") == 0
+    assert router.match_stats() == (10, 9)  # one miss fills the cache, nine hits
+    idx.match(b"no.one.listens")  # a direct match (e.g. /subsz?test=) counts too
+    assert router.match_stats() == (11, 10)
+    idx.insert(Sub(b"no.>"))  # clears the cache: the next lookup misses
+    router.route(None, b"other", None, 0, b"x")
+    assert router.match_stats() == (12, 10)

@@ -11,10 +11,11 @@ that matches decides the device's ``kind`` and which poller (if any) reads it.
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
+
+from edge.protocol.subjects import sanitize_token
 
 __all__ = [
     "DEFAULT_MATCHERS",
@@ -27,20 +28,10 @@ __all__ = [
     "match_service",
     "normalize_type",
     "parse_txt",
-    "sanitize_token",
 ]
 
 MAX_TXT_KEYS: Final = 64  # keys kept per service; more are counted as dropped
 MAX_TXT_VALUE: Final = 255  # a TXT string is at most 255 bytes on the wire (RFC 6763 6.1)
-MAX_TOKEN: Final = 64
-
-_TOKEN_BAD: Final = re.compile(r"[^A-Za-z0-9_\-]+")
-
-
-def sanitize_token(text: str, fallback: str = "unknown") -> str:
-    """A valid NATS subject token: runs of anything but ``[A-Za-z0-9_-]`` become ``_``, bounded length."""
-    token = _TOKEN_BAD.sub("_", text).strip("_")[:MAX_TOKEN]
-    return token or fallback
 
 
 def normalize_type(service_type: str) -> str:
@@ -65,7 +56,7 @@ def device_id_for(instance: str) -> str:
     The same device announced under several types (Shelly: ``_http._tcp`` and ``_shelly._tcp``) gets
     the same id and so one registry entry.
     """
-    return sanitize_token(instance.lower())
+    return sanitize_token(instance.lower(), "unknown")
 
 
 @dataclass(frozen=True, slots=True)

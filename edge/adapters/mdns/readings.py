@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .matchers import sanitize_token
+from edge.protocol.subjects import sanitize_token
 
 __all__ = [
     "SHELLY_PATH",

@@ -12,9 +12,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from edge import __version__
+from edge.protocol.subjects import gateway_token
 from edge.runtime.registry import ensure_registry
-
-from .matchers import sanitize_token
 
 if TYPE_CHECKING:
     from edge.config.mdns import MdnsSettings
@@ -57,7 +56,7 @@ class MdnsRuntime:
         )
         on_hub = self.broker.discovered_hub if self.settings.hub_service else None
         self.service = MdnsService(self.settings, me, lambda s, p: client.publish(s, p), registry, on_hub)
-        gw = sanitize_token(server.server_name)
+        gw = gateway_token(server.server_name)
         client.subscribe(f"edge.{gw}.mdns.stats".encode(), self._on_stats)
         try:
             await self.service.start()
@@ -88,6 +87,7 @@ class MdnsRuntime:
             online = True if dev.poller is None else bool(ps and ps.online)
             p = dev.primary()
             out.append({"adapter": "mdns", "id": dev.device, "name": p.instance, "online": online,
-                        "last_seen": dev.last_seen, "subject": f"dev.{gw}.mdns.{dev.device}",
-                        "kind": dev.kind, "addresses": list(p.addresses), "port": p.port})
+                        "first_seen": dev.first_seen, "last_seen": dev.last_seen,
+                        "subject": f"dev.{gw}.mdns.{dev.device}", "kind": dev.kind,
+                        "addresses": list(p.addresses), "port": p.port})
         return out

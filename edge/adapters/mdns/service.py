@@ -34,6 +34,7 @@ from zeroconf import IPVersion, ServiceStateChange
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from edge.config.mdns import MdnsSettings, PollerSettings
+from edge.protocol.subjects import gateway_token, sanitize_token
 from edge.runtime.registry import iso_ts
 
 from .devices import DeviceTable, MdnsDevice, ServiceRecord
@@ -46,7 +47,6 @@ from .matchers import (
     match_service,
     normalize_type,
     parse_txt,
-    sanitize_token,
     types_of,
 )
 from .readings import FieldSpec, PollerSpec, extract
@@ -152,7 +152,7 @@ class MdnsService:
         self.me = me
         self._publish = publish
         self.registry = registry
-        self.gw = sanitize_token(me.gateway)
+        self.gw = gateway_token(me.gateway)
         self.matchers = build_matchers(settings)
         self.pollers = build_pollers(settings)
         self.table = DeviceTable(settings.max_devices)
