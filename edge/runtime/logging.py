@@ -1,8 +1,9 @@
 """Logging in nats-server's shape: ``[pid] 2026/11/26 12:00:00.123456 [INF] message``.
 
 -D turns on debug, -V trace (protocol lines, logged at debug level through the ``trace`` flag), -l
-writes to a file. Under systemd (``JOURNAL_STREAM`` set) lines carry a ``<N>`` priority prefix and no
-timestamp, since journald adds its own.
+writes to a file (through a writer thread: :mod:`edge.runtime.logfile`). Under systemd
+(``JOURNAL_STREAM`` set) lines carry a ``<N>`` priority prefix and no timestamp, since journald adds
+its own.
 """
 
 from __future__ import annotations
@@ -56,16 +57,22 @@ def configure_logging(
 ) -> None:
     """Install the one handler of the ``edge`` logger tree (stderr, or the -l file)."""
     journald = log_file is None and bool(os.environ.get("JOURNAL_STREAM"))
+    formatter = NatsStyleFormatter(logtime=logtime, journald=journald)
     handler: logging.Handler
     if log_file:
-        handler = logging.FileHandler(log_file, encoding="utf-8")
+        from edge.runtime import logfile
+
+        handler = logfile.file_handler(log_file, formatter)
     else:
+        if "edge.runtime.logfile" in sys.modules:
+            sys.modules["edge.runtime.logfile"].stop()
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(NatsStyleFormatter(logtime=logtime, journald=journald))
+        handler.setFormatter(formatter)
     root = logging.getLogger("edge")
     for h in list(root.handlers):
-        root.removeHandler(h)
-        h.close()
+        if h is not handler:
+            root.removeHandler(h)
+            h.close()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if (debug or trace) else logging.INFO)
     root.propagate = False

@@ -111,3 +111,24 @@ url = "nats-leaf://127.0.0.1:{leaf_port}"
     finally:
         stop_unblocked(sp)
         hub.stop()
+
+
+async def test_log_file_does_not_block_the_loop(tmp_path: Path) -> None:
+    # -DV traces every protocol line: each one a write to the -l file, done by the writer thread.
+    log = tmp_path / "edge.log"
+    sp = start_nats_edge(tmp_path, "-DV", "-l", str(log), env=GUARDED)
+    try:
+        nc = await nats.connect(sp.url, allow_reconnect=False)
+        try:
+            sub = await nc.subscribe("t")
+            for i in range(50):
+                await nc.publish("t", b"%d" % i)
+            got = [await sub.next_msg(timeout=5) for _ in range(50)]
+            assert [m.data for m in got] == [b"%d" % i for i in range(50)]
+        finally:
+            await nc.close()
+    finally:
+        stop_unblocked(sp)
+    text = log.read_text()
+    assert "[INF] Server is ready" in text
+    assert text.count('[TRC] ') >= 50 and "Server Exiting.." in text  # written out before exit
