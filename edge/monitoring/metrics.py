@@ -103,7 +103,9 @@ def render_metrics(b: MonitoredBroker, now: float | None = None) -> str:
         stats = outbox.stats()
         fields = dataclasses.asdict(stats) if dataclasses.is_dataclass(stats) else dict(vars(stats))
         for key, value in sorted(fields.items()):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, bool):  # disk_full, forwarding: 0/1 gauges
+                value = int(value)
+            if not isinstance(value, (int, float)):
                 continue
             w.one(f"nats_edge_outbox_{key}", "gauge", f"Outbox statistic {key} (edge.store OutboxStats).", value)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from edge.store.log import (
     BUSY,
     CLOSED,
+    DISK_FULL,
     FULL,
     Outbox,
     OutboxLockedError,
@@ -18,6 +19,7 @@ from edge.store.record import Record, RecordTooLargeError, encode_record, scan_r
 __all__ = [
     "BUSY",
     "CLOSED",
+    "DISK_FULL",
     "FULL",
     "Outbox",
     "OutboxLockedError",

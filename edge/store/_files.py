@@ -73,6 +73,40 @@ def write_atomic(path: str, data: bytes) -> None:
     fsync_dir(os.path.dirname(path) or ".")
 
 
+_fdatasync: Final = getattr(os, "fdatasync", os.fsync)  # file size is "needed metadata": fdatasync suffices
+
+
+class SegmentIO:
+    """The system calls the outbox's writer thread makes on its files.
+
+    The one seam for failures: a test subclass raises ``OSError(ENOSPC)`` (or EIO) from any of these to
+    drive the log's disk-error handling without a full filesystem. Every method blocks; writer thread only.
+    """
+
+    def open_segment(self, path: str) -> int:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+
+    def write_at(self, fd: int, data: bytes, offset: int) -> None:
+        """All of ``data`` at ``offset``, or OSError (a short write is continued; the next call fails)."""
+        view = memoryview(data)
+        while view:
+            view = view[os.pwrite(fd, view, offset + len(data) - len(view)) :]
+
+    def datasync(self, fd: int) -> None:
+        _fdatasync(fd)
+
+    def truncate(self, fd: int, size: int) -> None:
+        os.ftruncate(fd, size)
+
+    def write_state(self, directory: str, state: StoreState) -> None:
+        write_atomic(os.path.join(directory, STATE_NAME), state.encode())
+
+    def free_bytes(self, directory: str) -> int:
+        """Bytes an unprivileged writer may still use on the directory's filesystem."""
+        st = os.statvfs(directory)
+        return st.f_bavail * st.f_frsize
+
+
 @dataclass(frozen=True, slots=True)
 class StoreState:
     confirmed: int = 0

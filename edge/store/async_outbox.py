@@ -3,7 +3,17 @@
 :class:`~edge.store.log.Outbox` is thread-agnostic. This wrapper opens and closes it off the loop,
 moves the writer thread's durability notifications onto the loop with ``call_soon_threadsafe``
 (coalesced: at most one scheduled callback at a time, however often the writer fsyncs), and serves
-``async_read_batch`` from the memory window on the loop, or from disk on one reader thread.
+``async_read_batch`` from the memory window on the loop, or from disk on one reader thread. The same
+notification reports rejections (records a failed write refused): ``on_durable`` then runs even if the
+durable seq did not move, and the callee collects them with :meth:`AsyncOutbox.take_rejections`.
+
+Why a writer thread and not aiofiles (which the broker uses for its few one-off files): the outbox's
+writes are many and small, and its cost on an SD card is the fsync. One thread that owns the segment
+file group-commits: it takes every record appended since its last pass, writes them in one go and
+fsyncs once per batch (``fsync_interval``/``fsync_every``), while the loop only appends to a bounded
+in-memory queue. aiofiles would hand each small write (and each fsync) to a thread pool as a separate
+job, in no guaranteed order between jobs, with a future and a loop wake-up per record: more threads
+touching one file, no batching, and far more work per message on a Pi.
 """
 
 from __future__ import annotations
@@ -82,20 +92,25 @@ class AsyncOutbox:
         with self._sched_lock:
             seq = self._latest
             self._scheduled = False
-        if seq <= self._durable_seq:
+        if seq > self._durable_seq:
+            self._durable_seq = seq
+            fut, self._durable_changed = self._durable_changed, None
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+        elif not self.outbox.has_rejections:
             return
-        self._durable_seq = seq
-        fut, self._durable_changed = self._durable_changed, None
-        if fut is not None and not fut.done():
-            fut.set_result(None)
         if self._user_on_durable is not None:
-            self._user_on_durable(seq)
+            self._user_on_durable(self._durable_seq)
 
     def append(
         self, subject: bytes, payload: bytes, reply: bytes = b"", headers: bytes = b"", ts_ns: int | None = None
     ) -> int:
-        """See :meth:`Outbox.append`: a seq >= 1, or BUSY/FULL/CLOSED. Never blocks."""
+        """See :meth:`Outbox.append`: a seq >= 1, or BUSY/FULL/DISK_FULL/CLOSED. Never blocks."""
         return self.outbox.append(subject, payload, reply, headers, ts_ns)
+
+    def take_rejections(self) -> list[tuple[int, int, str]]:
+        """See :meth:`Outbox.take_rejections`."""
+        return self.outbox.take_rejections()
 
     def confirm(self, up_to_seq: int) -> None:
         self.outbox.confirm(up_to_seq)

@@ -6,7 +6,10 @@ whether the link is up or not; local subscribers already got it from the router.
 skips covered subjects (``Uplink.skip_upstream``), so the outbox is the only way up and there is one
 order. Messages from the hub are never stored. A publish with a reply subject is answered once its
 record is durable (``{"stream": ..., "seq": N}``, like a JetStream PubAck) or, when the store is
-full under ``reject_new``, with ``{"error": {"code": 503, ...}}``.
+full under ``reject_new``, with ``{"error": {"code": 503, ...}}``, JetStream's PubAck error shape. A
+record the disk refused (ENOSPC, EIO: see :mod:`edge.store.log`) is answered at once with
+``{"error": {"code": 503, "description": "outbox disk full (ENOSPC: No space left on device)"}}`` and
+is never stored later, so a publisher may safely publish it again. Only durable records are forwarded.
 
 The drain task waits for the link, then reads the outbox in seq order from the last confirmed
 position and queues records on the link as ``HMSG`` with a ``Nats-Msg-Id: <gateway>-<seq>`` header,
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import json
 import logging
 import os
@@ -43,10 +47,12 @@ from typing import TYPE_CHECKING, Any, Final
 from edge.core.router import KIND_LEAF
 from edge.protocol.subjects import subject_matches
 from edge.store.async_outbox import AsyncOutbox
-from edge.store.log import BUSY, FULL, OutboxOptions
+from edge.store.log import BUSY, DISK_FULL, FULL, SPACE_ERRNOS, OutboxOptions
 from edge.store.record import Record, RecordTooLargeError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     from edge.config.store_forward import StoreForwardSettings
     from edge.core.internal import InternalClient, Message
     from edge.core.server import Server
@@ -189,11 +195,15 @@ class ForwarderStats:
     resent: int  # records sent again after a link loss or an ack timeout
     confirmed: int
     confirmed_seq: int
-    dropped: int  # drop_oldest + age + corruption
+    dropped: int  # drop_oldest (caps and disk full) + age + corruption
     dropped_full: int
     dropped_age: int
     dropped_corrupt: int
-    rejected: int  # reject_new (full) + writer behind with the deferred queue full
+    dropped_disk_full: int  # drop_oldest freeing space on a full disk
+    rejected: int  # reject_new (full) + disk full/error + writer behind with the deferred queue full
+    rejected_disk_full: int
+    disk_full: bool  # the disk refused a write; appends are answered with an error until it takes writes
+    disk_error: str  # e.g. "ENOSPC: No space left on device"; "" when writable
     publisher_acks: int
     publisher_errors: int
     puback_errors: int
@@ -208,8 +218,9 @@ class Forwarder:
     """Owns the outbox, the publish hook and the drain task. ``await open()``, ``start()``, ``await stop()``."""
 
     def __init__(self, server: Server, settings: StoreForwardSettings, directory: str,
-                 uplink: Uplink | None) -> None:
+                 uplink: Uplink | None, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.server = server
+        self._clock = clock  # seconds, monotonic: ack timeouts, pacing, rate (a manual clock in tests)
         self.settings = settings
         self.directory = directory
         self.uplink = uplink
@@ -221,6 +232,8 @@ class Forwarder:
         self._client: InternalClient | None = None
         self._inbox = b""
         self._acks: collections.deque[tuple[int, bytes]] = collections.deque()
+        # Seq ranges a failed write rejected, (first, last, why), until the acks waiting on them are answered.
+        self._rejected: collections.deque[tuple[int, int, str]] = collections.deque()
         self._deferred: collections.deque[tuple[bytes, bytes, bytes, bytes, bytes | None]] = collections.deque()
         self._replies: list[tuple[bytes, bytes]] = []
         self._reply_scheduled = False
@@ -238,7 +251,7 @@ class Forwarder:
         self.acks_overflow = 0
         self.puback_errors = 0
         self.puback_duplicates = 0
-        self._rate_t = time.monotonic()
+        self._rate_t = clock()
         self._rate_n = 0
         self._rate = 0.0
 
@@ -246,7 +259,7 @@ class Forwarder:
 
     async def open(self) -> None:
         """Open (recover) the outbox and install the publish hook; call before the broker is ready."""
-        os.makedirs(self.directory, exist_ok=True)
+        await asyncio.to_thread(os.makedirs, self.directory, exist_ok=True)  # a slow card must not block the loop
         self.gateway = (self.server.settings.server_name or await asyncio.to_thread(self._stable_id)).encode()
         opts = OutboxOptions.from_settings(self.settings)
         self.box = await AsyncOutbox.async_open(self.directory, opts, on_durable=self._on_durable)
@@ -359,12 +372,13 @@ class Forwarder:
             return True
         if seq == BUSY:
             return False
-        if seq != FULL:  # CLOSED: shutting down; the publisher gets no ack
-            return True
-        if reply:
+        if reply and seq == DISK_FULL:
+            self._reply(reply, _disk_error_reply(self.box.outbox.disk_error))
+            self.publisher_errors += 1
+        elif reply and seq == FULL:
             self._reply(reply, b'{"error":{"code":503,"description":"outbox full"}}')
             self.publisher_errors += 1
-        return True
+        return True  # or CLOSED: shutting down; the publisher gets no ack
 
     def _defer(self, subject: bytes, payload: bytes, reply: bytes | None, headers: bytes) -> None:
         if len(self._deferred) >= MAX_DEFERRED:
@@ -383,14 +397,34 @@ class Forwarder:
                 break
             deferred.popleft()
         self._flush_acks(seq)
+        self._wake.set()  # only durable records are forwarded: these are new to the drain
 
     def _flush_acks(self, durable: int) -> None:
+        """Answer the waiting publishers whose records are now durable, or were rejected by the disk.
+
+        Acks are in seq order and every ack of a rejected range was queued before the range was reported
+        (append returns the seq on this loop before the writer can refuse it), so one ordered pass suffices.
+        """
+        assert self.box is not None
+        rejected = self._rejected
+        rejected.extend(self.box.take_rejections())
         acks = self._acks
         stream = self.stream_name
-        while acks and acks[0][0] <= durable:
-            seq, reply = acks.popleft()
-            self._reply(reply, b'{"stream":"%s","seq":%d}' % (stream, seq))
-            self.publisher_acks += 1
+        while acks:
+            seq, reply = acks[0]
+            while rejected and rejected[0][1] < seq:
+                rejected.popleft()
+            if rejected and rejected[0][0] <= seq:
+                self._reply(reply, _disk_error_reply(rejected[0][2]))
+                self.publisher_errors += 1
+            elif seq <= durable:
+                self._reply(reply, b'{"stream":"%s","seq":%d}' % (stream, seq))
+                self.publisher_acks += 1
+            else:
+                break
+            acks.popleft()
+        if not acks:
+            rejected.clear()  # every later append gets a higher seq than any range reported so far
 
     def _reply(self, subject: bytes, body: bytes) -> None:
         """Replies go out on the next loop turn (never re-entering the router from its own hook)."""
@@ -436,7 +470,7 @@ class Forwarder:
             return
         if ack.get("duplicate"):
             self.puback_duplicates += 1
-        new = self._ackw.ack(seq, time.monotonic())
+        new = self._ackw.ack(seq, self._clock())
         if new is not None:
             self.box.confirm(new)
             self._wake.set()
@@ -499,7 +533,7 @@ class Forwarder:
         while not link.closed:
             win = self._ackw if jet else self._pong
             assert win is not None
-            now = time.monotonic()
+            now = self._clock()
             if jet and self._ackw is not None and self._ackw.expired(now, ACK_WAIT):
                 n = self._ackw.reset()
                 self.resent += n
@@ -530,10 +564,10 @@ class Forwarder:
                 continue  # the floor may have moved while reading
             if link.hub_headers:
                 data, count, last, nbytes = self._encode(ahead, n, max(1, outbound_limit - link.out_size),
-                                                         jet, time.monotonic())
+                                                         jet, self._clock())
             else:
                 data, count, last, nbytes = b"", 0, 0, 0
-            delay = bucket.delay(count or min(n, len(ahead)), time.monotonic())
+            delay = bucket.delay(count or min(n, len(ahead)), self._clock())
             if delay > 0:
                 await asyncio.sleep(delay)  # pacing, not synchronisation
                 if link.closed:
@@ -597,7 +631,7 @@ class Forwarder:
         """One message at a time through :meth:`LeafLink.send_msg` (a hub without header support)."""
         gw = self.gateway + b"-"
         prefix = self.settings.jetstream_subject_prefix.encode()
-        now = time.monotonic()
+        now = self._clock()
         count = last = nbytes = 0
         while ahead and count < n:
             rec = ahead[0]
@@ -622,16 +656,20 @@ class Forwarder:
     def stats(self) -> ForwarderStats:
         assert self.box is not None
         st = self.box.stats()
-        now = time.monotonic()
+        now = self._clock()
         if now - self._rate_t >= 1.0:
             self._rate = (self.forwarded - self._rate_n) / (now - self._rate_t)
             self._rate_t, self._rate_n = now, self.forwarded
         return ForwarderStats(
             depth_msgs=st.depth_msgs, stored_bytes=st.stored_bytes, oldest_age=st.oldest_age or 0.0,
             appended=st.appended, forwarded=self.forwarded, resent=self.resent, confirmed=st.confirmed,
-            confirmed_seq=st.confirmed_seq, dropped=st.dropped_full + st.dropped_age + st.dropped_corrupt,
+            confirmed_seq=st.confirmed_seq,
+            dropped=st.dropped_full + st.dropped_age + st.dropped_corrupt + st.dropped_disk_full,
             dropped_full=st.dropped_full, dropped_age=st.dropped_age, dropped_corrupt=st.dropped_corrupt,
-            rejected=st.rejected_full + self.rejected_busy, publisher_acks=self.publisher_acks,
+            dropped_disk_full=st.dropped_disk_full,
+            rejected=st.rejected_full + st.rejected_disk_full + self.rejected_busy,
+            rejected_disk_full=st.rejected_disk_full, disk_full=st.disk_full, disk_error=st.disk_error,
+            publisher_acks=self.publisher_acks,
             publisher_errors=self.publisher_errors, puback_errors=self.puback_errors,
             puback_duplicates=self.puback_duplicates, replay_rate=round(self._rate, 1),
             forwarding=self.forwarding, bytes_written=st.bytes_written, fsyncs=st.fsyncs,
@@ -641,11 +679,33 @@ class Forwarder:
         return asdict(self.stats())
 
 
-def resolve_directory(settings: StoreForwardSettings, state_dir: str | None) -> str:
-    """``dir`` as configured, else ``<state_dir>/outbox`` (``./outbox`` without a state directory)."""
+def _disk_error_reply(why: str) -> bytes:
+    """The error a publisher gets for a record the disk refused: JetStream's PubAck error shape, 503."""
+    kind = "disk full" if any(why.startswith(errno.errorcode[e] + ":") for e in SPACE_ERRNOS) else "disk error"
+    text = f"outbox {kind} ({why})" if why else f"outbox {kind}"
+    return json.dumps({"error": {"code": 503, "description": text}}, separators=(",", ":")).encode()
+
+
+def resolve_directory(
+    settings: StoreForwardSettings, state_dir: str | None, env: Mapping[str, str] | None = None
+) -> tuple[str, str]:
+    """(the outbox directory, where it came from). ``dir`` as configured, else ``<state dir>/outbox``
+    with the state directory from ``state_dir``, else systemd's ``$STATE_DIRECTORY`` (its first path when
+    the unit lists several), else the per-user ``$XDG_STATE_HOME/nats-edge`` (``~/.local/state/nats-edge``):
+    never the directory the broker happens to be started from."""
     if settings.dir:
-        return settings.dir
-    return os.path.join(state_dir or ".", "outbox")
+        return settings.dir, "store_forward.dir"
+    if state_dir:
+        return os.path.join(state_dir, "outbox"), "state_dir"
+    env = os.environ if env is None else env
+    systemd = env.get("STATE_DIRECTORY", "").split(":")[0]
+    if systemd:
+        return os.path.join(systemd, "outbox"), "$STATE_DIRECTORY"
+    xdg = env.get("XDG_STATE_HOME", "")
+    if os.path.isabs(xdg):  # the XDG spec: a relative value is invalid and ignored
+        return os.path.join(xdg, "nats-edge", "outbox"), "$XDG_STATE_HOME"
+    home = env.get("HOME") or os.path.expanduser("~")
+    return os.path.join(home, ".local", "state", "nats-edge", "outbox"), "the per-user state directory"
 
 
 def outbox_command(directory: str, as_json: bool = False) -> str:

@@ -21,9 +21,24 @@ Positions. ``floor = max(confirmed, dropped_through)``: records at or below it a
 ``confirm()`` and drops only move positions in memory; the writer persists them (atomically, in
 ``outbox.state``) on its next cycle and then unlinks every segment that lies wholly below the floor.
 The state also holds ``seq_ceiling``: readers are never given a seq above the persisted ceiling and a
-restart continues above it, so a seq that was forwarded but never became durable is not reused after a
-crash (the hub deduplicates replays by seq). The writer raises the ceiling in steps of
-:data:`SEQ_RESERVE`, long before appends reach it.
+restart continues above it, so a seq that was handed out but never became durable is not reused after
+a crash (the hub deduplicates replays by seq). The writer raises the ceiling in steps of
+:data:`SEQ_RESERVE`, long before appends reach it. Readers are given only durable records (seq <=
+``durable_seq``): a record that a failed write later rejects has never left the process.
+
+Disk errors. When a write, fsync or the state file fails (ENOSPC, EDQUOT, EIO, EROFS, ...) the writer
+rolls the active segment back to its last fsync and closes it, then first unlinks segments that are
+already below the floor, and under ``drop_oldest`` (for ENOSPC/EDQUOT only) drops the oldest closed
+segments one at a time (counted in ``dropped_disk_full``), retrying the write after each. If the write
+still fails, every record that is not durable is *rejected*: its seq range is handed to the caller
+(:meth:`Outbox.take_rejections`, signalled through ``on_durable``), it is never written afterwards (its
+seq is never reused), and the outbox enters the disk-error state: ``append`` answers
+:data:`DISK_FULL` (counted in ``rejected_disk_full``) and the writer only probes, at
+:data:`DISK_PROBE_MIN` doubling to :data:`DISK_PROBE_MAX` seconds, whether at least
+:data:`RESUME_FREE_BYTES` are free and the state file can be written; then it resumes. One log line on
+entering the state, one on leaving it. A segment unlinked to make room while the state file cannot be
+written may, after a crash in that window, leave a stale confirmed position: some confirmed records are
+then sent again (at-least-once, the hub's Nats-Msg-Id deduplication drops them).
 
 Caps. ``max_msgs`` counts records above the floor; ``max_bytes`` counts stored bytes (segment files
 not yet deleted plus pending frames), which is what wears an SD card. When full, ``drop_oldest`` moves
@@ -35,14 +50,16 @@ Records newer than the window's start come from memory without I/O (:meth:`Outbo
 older ones (after a restart, or a long outage) are read from the segment files using a sparse index
 (one checkpoint per :data:`INDEX_STRIDE` bytes), which is blocking I/O: call it off the event loop.
 
-Threading contract: ``append``, ``confirm``, ``read_memory``, ``stats`` and the properties are
-thread-safe and never block on I/O. The constructor, ``read_batch``, ``flush`` and ``close`` block.
+Threading contract: ``append``, ``confirm``, ``read_memory``, ``take_rejections``, ``stats`` and the
+properties are thread-safe and never block on I/O. The constructor, ``read_batch``, ``flush`` and
+``close`` block.
 ``on_durable`` runs on the writer thread; :mod:`edge.store.async_outbox` moves it to the loop.
 """
 
 from __future__ import annotations
 
 import bisect
+import errno
 import fcntl
 import logging
 import os
@@ -69,6 +86,7 @@ from edge.store.record import (
 __all__ = [
     "BUSY",
     "CLOSED",
+    "DISK_FULL",
     "FULL",
     "FullPolicy",
     "Outbox",
@@ -87,14 +105,18 @@ log = logging.getLogger(__name__)
 BUSY: Final = -1  # pending bytes at max_pending_bytes: the writer is behind; retry after on_durable
 FULL: Final = -2  # at max_msgs/max_bytes with reject_new (or nothing droppable)
 CLOSED: Final = -3
+DISK_FULL: Final = -4  # the disk refused the last write (ENOSPC, EIO, ...); see the module docstring
 
 SEQ_RESERVE: Final = 1 << 20  # seqs reserved ahead in the state file; a restart skips at most this many
 INDEX_STRIDE: Final = 64 * 1024  # one read checkpoint per 64 KiB of segment: 256 per 16 MB segment
 READ_CHUNK: Final = 256 * 1024
 SCAN_CHUNK: Final = 1024 * 1024
 AGE_ROLL_DIVISOR: Final = 16
-WRITE_ERROR_BACKOFF: Final = 1.0  # seconds between retries after a failed write (ENOSPC, EIO)
-_fdatasync: Final = getattr(os, "fdatasync", os.fsync)  # file size is "needed metadata": fdatasync suffices
+DISK_PROBE_MIN: Final = 0.25  # seconds from entering the disk-error state to the first probe ...
+DISK_PROBE_MAX: Final = 5.0  # ... doubling up to this
+RESUME_FREE_BYTES: Final = 64 * 1024  # free space a probe requires before appends are accepted again
+MAX_REJECTIONS: Final = 1024  # rejected ranges not yet taken; one per disk-error episode, so never reached
+SPACE_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})  # dropping old segments can help these
 
 FullPolicy = Literal["drop_oldest", "reject_new"]
 
@@ -188,6 +210,10 @@ class OutboxStats:
     segments: int
     pending_bytes: int
     window_msgs: int
+    dropped_disk_full: int = 0  # live records in segments dropped to make room on a full disk (drop_oldest)
+    rejected_disk_full: int = 0  # records refused because the disk could not take them
+    disk_full: bool = False  # in the disk-error state: appends answer DISK_FULL until a probe succeeds
+    disk_error: str = ""  # why, e.g. "ENOSPC: No space left on device"; "" when writable
 
 
 @dataclass(slots=True, eq=False)
@@ -210,6 +236,14 @@ class _Segment:
         if self.deleted or self.count == 0 or self.last_seq <= floor:
             return 0
         return self.count if self.first_seq > floor else self.last_seq - floor
+
+    def mark(self) -> tuple[int, int, int, int, int, int, int]:
+        """The index as it is now (taken at each fsync), for :meth:`restore` after a failed write."""
+        return (self.first_seq, self.first_ts, self.last_seq, self.last_ts, self.count, self.size, len(self.idx_seq))
+
+    def restore(self, mark: tuple[int, int, int, int, int, int, int]) -> None:
+        self.first_seq, self.first_ts, self.last_seq, self.last_ts, self.count, self.size, n = mark
+        del self.idx_seq[n:], self.idx_off[n:], self.idx_ts[n:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,8 +296,12 @@ class Outbox:
         on_durable: Callable[[int], None] | None = None,
         *,
         clock: Callable[[], int] = time.time_ns,
+        io: files.SegmentIO | None = None,
     ) -> None:
         """Open (creating if needed) and recover the directory, then start the writer thread.
+
+        ``io`` performs the writer's file operations (a test injects failures through it). A disk that
+        cannot take the state file at open does not fail the open: the outbox starts in the disk-error state.
 
         Blocking. Raises:
             OutboxLockedError: the directory is open elsewhere.
@@ -273,6 +311,7 @@ class Outbox:
         self.options = opts = options or OutboxOptions()
         self._on_durable = on_durable
         self._clock = clock
+        self._io = io or files.SegmentIO()
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)  # writer waits on it
         self._cycle_done = threading.Condition(self._lock)  # flush() waits on it
@@ -287,8 +326,15 @@ class Outbox:
         self._flush_target = 0
         self._cycles = 0
         self._in_cycle = False
-        self._retry_at = 0.0  # after a write error, no new write attempt before this (monotonic)
-        self._write_failed = False
+        # The disk-error state (see the module docstring): why, since when, the next probe (monotonic).
+        self._disk_error = ""
+        self._disk_error_since = 0.0
+        self._disk_error_left = -1e9
+        self._probe_wait = DISK_PROBE_MIN
+        self._probe_at = 0.0
+        self._rejected_at_entry = 0
+        self._rejected_through = 0  # highest seq ever rejected; unwritten records lie above it
+        self._rejections: list[tuple[int, int, str]] = []  # (first, last, why) not yet taken
         self._closing = False
         self._killed = False
         self._window: list[Record] = []
@@ -297,10 +343,11 @@ class Outbox:
         self._segments: list[_Segment] = []
         self._active: _Segment | None = None  # writer thread only (fields published under the lock)
         self._fd = -1
+        self._synced = (0, 0, 0, 0, 0, 0, 0)  # the active segment's mark at its last fsync
         # counters
         self._appended = self._confirmed_count = 0
         self._dropped_full = self._dropped_age = self._dropped_corrupt = 0
-        self._rejected_full = self._rejected_busy = 0
+        self._rejected_full = self._rejected_busy = self._rejected_disk_full = self._dropped_disk_full = 0
         self._fsyncs = self._bytes_written = self._write_errors = 0
 
         os.makedirs(self.directory, exist_ok=True)
@@ -377,7 +424,14 @@ class Outbox:
         self._confirmed = state.confirmed
         self._dropped_through = state.dropped_through
         self._ceiling = last + SEQ_RESERVE
-        files.write_atomic(os.path.join(d, files.STATE_NAME), self._state().encode())
+        try:
+            self._io.write_state(d, self._state())
+        except OSError as exc:
+            self._disk_error = _describe(exc)
+            self._disk_error_since = time.monotonic()
+            self._probe_at = self._disk_error_since + DISK_PROBE_MIN
+            self._dirty_since = self._disk_error_since
+            log.error("outbox %s: cannot write (%s); rejecting new records until it can", d, self._disk_error)
         self._stored_bytes = sum(s.size for s in self._segments)
         self._live = self._count_live()
         self._dropped_corrupt = regions
@@ -397,7 +451,9 @@ class Outbox:
 
         Returns:
             The record's seq (>= 1), or :data:`BUSY` (writer behind), :data:`FULL` (caps reached under
-            reject_new) or :data:`CLOSED`. Rejections are counted in :meth:`stats`.
+            reject_new), :data:`DISK_FULL` (the disk-error state) or :data:`CLOSED`. Rejections are
+            counted in :meth:`stats`. A seq is not yet a promise: the record may still be rejected by a
+            failed write (:meth:`take_rejections`) until ``on_durable`` reports it.
         Raises:
             RecordTooLargeError: the record cannot be framed (subject > 64 KiB, payload > 64 MiB).
         """
@@ -405,6 +461,9 @@ class Outbox:
         with self._lock:
             if self._closing:
                 return CLOSED
+            if self._disk_error:
+                self._rejected_disk_full += 1
+                return DISK_FULL
             seq = self._next_seq
             frame = encode_record(seq, ts, subject, reply, headers, payload)
             n = len(frame)
@@ -444,6 +503,26 @@ class Outbox:
             self._floor_moved()
             self._confirmed_count += before - self._live
 
+    def take_rejections(self) -> list[tuple[int, int, str]]:
+        """Seq ranges ``(first, last, why)`` rejected by failed writes since the last call, oldest first.
+
+        Every appended seq in such a range is never written and never read; ``why`` is like
+        ``"ENOSPC: No space left on device"``. ``on_durable`` is called after each new range.
+        """
+        with self._lock:
+            out, self._rejections = self._rejections, []
+            return out
+
+    @property
+    def has_rejections(self) -> bool:
+        """True while :meth:`take_rejections` would return something (no lock: a hint)."""
+        return bool(self._rejections)
+
+    @property
+    def disk_error(self) -> str:
+        """Why the outbox is in the disk-error state, or "" (not in it)."""
+        return self._disk_error
+
     def read_memory(self, after_seq: int, max_records: int, max_bytes: int) -> list[Record] | None:
         """Records above ``after_seq`` from the memory window, or ``None`` if the disk is needed.
 
@@ -453,11 +532,12 @@ class Outbox:
             start = max(after_seq, self._confirmed, self._dropped_through) + 1
             if start <= self._disk_through:
                 return None
-            stop = min(self._next_seq - 1, self._ceiling)
+            stop = min(self._next_seq - 1, self._ceiling, self._durable_seq)
             win = self._window
             if start > stop or self._win_head >= len(win):
                 return []
-            i = self._win_head + max(0, start - win[self._win_head].seq)
+            # Rejected ranges leave gaps in the window's seqs: search rather than index by seq.
+            i = bisect.bisect_left(win, start, self._win_head, key=_seq_of)
             out: list[Record] = []
             total = 0
             end = len(win)
@@ -505,6 +585,8 @@ class Outbox:
                 bytes_written=self._bytes_written, write_errors=self._write_errors,
                 segments=sum(1 for s in self._segments if not s.deleted),
                 pending_bytes=self._pending_bytes, window_msgs=len(self._window) - self._win_head,
+                dropped_disk_full=self._dropped_disk_full, rejected_disk_full=self._rejected_disk_full,
+                disk_full=bool(self._disk_error), disk_error=self._disk_error,
             )
 
     # ----------------------------------------------------------------- blocking
@@ -520,7 +602,7 @@ class Outbox:
             return got
         with self._lock:
             start = max(after_seq, self._confirmed, self._dropped_through) + 1
-            stop = min(self._disk_through, self._ceiling)
+            stop = min(self._disk_through, self._ceiling, self._durable_seq)
             segs = [(s, len(s.idx_seq), s.size) for s in self._segments if not s.deleted and s.last_seq >= start]
         out: list[Record] = []
         budget = max_bytes
@@ -640,8 +722,8 @@ class Outbox:
     def _count_live(self) -> int:
         floor = max(self._confirmed, self._dropped_through)
         live = sum(s.live(floor) for s in self._segments)
-        # Unwritten records of this run are consecutive: (written_seq, next_seq).
-        lo = max(floor, self._written_seq, self._run_first - 1)
+        # Unwritten records of this run are consecutive: (written_seq, next_seq), above any rejected one.
+        lo = max(floor, self._written_seq, self._run_first - 1, self._rejected_through)
         return live + max(0, self._next_seq - 1 - lo)
 
     def _floor_moved(self) -> None:
@@ -673,7 +755,7 @@ class Outbox:
         for seg in self._segments:
             if seg.live(floor):
                 return max(seg.first_seq, floor + 1)
-        lo = max(floor, self._written_seq, self._run_first - 1) + 1
+        lo = max(floor, self._written_seq, self._run_first - 1, self._rejected_through) + 1
         return lo if lo < self._next_seq else None
 
     def _make_room(self, n: int) -> bool:
@@ -734,15 +816,16 @@ class Outbox:
             return True, None
         opts = self.options
         deadlines = [now + opts.maintenance_interval]
-        if self._pending and now < self._retry_at:
-            deadlines.append(self._retry_at)
-        elif self._pending:
-            if len(self._pending) >= opts.fsync_every or self._pending_bytes >= self._busy_mark:
-                return True, None
-            assert self._pending_since is not None
-            deadlines.append(self._pending_since + opts.fsync_interval)
-        if self._dirty_since is not None:
-            deadlines.append(self._dirty_since + opts.fsync_interval)
+        if self._disk_error:  # nothing is pending (appends are refused); only the probe is due
+            deadlines.append(self._probe_at)
+        else:
+            if self._pending:
+                if len(self._pending) >= opts.fsync_every or self._pending_bytes >= self._busy_mark:
+                    return True, None
+                assert self._pending_since is not None
+                deadlines.append(self._pending_since + opts.fsync_interval)
+            if self._dirty_since is not None:
+                deadlines.append(self._dirty_since + opts.fsync_interval)
         wait = min(deadlines) - now
         return wait <= 0, wait
 
@@ -769,10 +852,7 @@ class Outbox:
                     self._cycles += 1
                     self._in_cycle = False
                     self._cycle_done.notify_all()
-                    if closing and (not self._pending or self._write_failed):
-                        if self._pending:
-                            log.error("outbox %s: closing with %d records unwritten after a write error",
-                                      self.directory, len(self._pending))
+                    if closing and not self._pending:  # a disk error rejects what was pending: done too
                         break
         except Exception:
             log.exception("outbox %s: writer thread failed; appends will report BUSY", self.directory)
@@ -786,68 +866,182 @@ class Outbox:
 
     def _cycle(self, frames: list[bytes]) -> None:
         durable_before = self._durable_seq
+        rejections_before = self._rejected_through
+        in_error = bool(self._disk_error)  # probe only an error state older than this cycle
         if frames:
-            written = self._write_frames(frames)
-            with self._lock:
-                self._write_failed = written < len(frames)
-                if self._write_failed:  # requeue what did not reach the file, in order; retry later
-                    self._pending[:0] = frames[written:]
-                    self._pending_since = time.monotonic()
-                    self._retry_at = self._pending_since + WRITE_ERROR_BACKOFF
+            self._write_batch(frames)
+        if in_error:
+            self._probe()
         self._expire()
         self._retire_active()
         with self._lock:
             if self._killed:
                 return
-            last = self._next_seq - 1
-            if last + SEQ_RESERVE // 2 > self._ceiling:
-                new_ceiling = last + SEQ_RESERVE
-            else:
-                new_ceiling = self._ceiling
-            dirty = self._dirty_since is not None or new_ceiling != self._ceiling or self._closing
-            state = files.StoreState(self._confirmed, self._dropped_through, new_ceiling)
+            state, new_ceiling = self._next_state()
+            dirty = not self._disk_error and (
+                self._dirty_since is not None or new_ceiling != self._ceiling or self._closing)
             self._dirty_since = None
-            doomed = [s for s in self._segments if s.deleted]
+            doomed = [s for s in self._segments if s.deleted]  # below the floor that `state` persists
         if dirty:
             try:
-                files.write_atomic(os.path.join(self.directory, files.STATE_NAME), state.encode())
-            except OSError:
-                log.exception("outbox %s: cannot persist state", self.directory)
-                with self._lock:
-                    self._write_errors += 1
-                    self._dirty_since = time.monotonic()
-                doomed = []
+                self._io.write_state(self.directory, state)
+            except OSError as exc:
+                # Segments already below the floor go first (space); then one more try.
+                try:
+                    if not self._unlink_doomed():
+                        raise
+                    self._io.write_state(self.directory, state)
+                except OSError:
+                    self._enter_disk_error(exc, [])
+                else:
+                    with self._lock:
+                        self._ceiling = new_ceiling
             else:
                 with self._lock:
                     self._ceiling = new_ceiling
-        if doomed:
-            gone = set()
-            for seg in doomed:
-                try:
-                    os.unlink(seg.path)
-                except FileNotFoundError:
-                    pass
-                except OSError:
-                    log.exception("outbox %s: cannot delete %s", self.directory, seg.path)
-                    continue
-                gone.add(id(seg))
-            try:
-                files.fsync_dir(self.directory)
-            except OSError:
-                log.exception("outbox %s: cannot fsync the directory", self.directory)
-            with self._lock:
-                self._segments = [s for s in self._segments if id(s) not in gone]
-        if self._on_durable is not None and self._durable_seq > durable_before:
+        if self._disk_error:  # the state file waits for the probe; freeing space does not
+            self._unlink_doomed()
+        elif dirty:
+            self._unlink_doomed(doomed)
+        if self._on_durable is not None and (
+                self._durable_seq > durable_before or self._rejected_through > rejections_before):
             try:
                 self._on_durable(self._durable_seq)
             except Exception:
                 log.exception("outbox %s: on_durable callback failed", self.directory)
 
-    def _write_frames(self, frames: list[bytes]) -> int:
-        """Append frames to segments (rolling as needed) and fsync; returns how many were written."""
+    def _next_state(self) -> tuple[files.StoreState, int]:
+        """The state to persist now and the seq ceiling it carries. Lock held."""
+        last = self._next_seq - 1
+        new_ceiling = last + SEQ_RESERVE if last + SEQ_RESERVE // 2 > self._ceiling else self._ceiling
+        return files.StoreState(self._confirmed, self._dropped_through, new_ceiling), new_ceiling
+
+    def _unlink_doomed(self, doomed: list[_Segment] | None = None) -> bool:
+        """Unlink ``doomed`` (default: every segment wholly below the floor now); True if any file went."""
+        if doomed is None:
+            with self._lock:
+                doomed = [s for s in self._segments if s.deleted]
+        if not doomed:
+            return False
+        gone = set()
+        for seg in doomed:
+            try:
+                os.unlink(seg.path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.error("outbox %s: cannot delete %s: %s", self.directory, seg.path, exc)
+                continue
+            gone.add(id(seg))
+        try:
+            files.fsync_dir(self.directory)
+        except OSError as exc:
+            log.error("outbox %s: cannot fsync the directory: %s", self.directory, exc)
+        with self._lock:
+            self._segments = [s for s in self._segments if id(s) not in gone]
+        return bool(gone)
+
+    def _write_batch(self, frames: list[bytes]) -> None:
+        """Write and fsync ``frames``; on a disk error free space and retry, else reject (module docstring)."""
+        while True:
+            exc = self._write_frames(frames)
+            if exc is None:
+                return
+            frames = frames[bisect.bisect_right(frames, self._durable_seq, key=_frame_seq):]  # not on disk
+            if not frames:
+                return
+            if exc.errno not in SPACE_ERRNOS or not self._free_space():
+                self._enter_disk_error(exc, frames)
+                return
+
+    def _free_space(self) -> bool:
+        """After ENOSPC: unlink segments below the floor, else (drop_oldest) drop the oldest closed one."""
+        if self._unlink_doomed():
+            return True
+        if self.options.full_policy != "drop_oldest":
+            return False
+        with self._lock:
+            seg = next((s for s in self._segments if s.closed and not s.deleted), None)
+            if seg is None:
+                return False
+            floor = max(self._confirmed, self._dropped_through)
+            self._dropped_disk_full += seg.live(floor)
+            self._dropped_through = max(self._dropped_through, seg.last_seq)
+            seg.deleted = True
+            self._stored_bytes -= seg.size
+            self._floor_moved()
+        return self._unlink_doomed()
+
+    def _enter_disk_error(self, exc: OSError, unwritten: list[bytes]) -> None:
+        """Reject every record that is not durable (``unwritten`` + pending) and refuse appends until a probe."""
+        why = _describe(exc)
+        now = time.monotonic()
+        with self._lock:
+            first, last = self._durable_seq + 1, self._next_seq - 1
+            floor = max(self._confirmed, self._dropped_through)
+            lost = max(0, last - max(first - 1, floor, self._rejected_through))  # dropped ones are counted already
+            self._pending = []
+            self._pending_since = None
+            self._pending_bytes = 0
+            self._stored_bytes = sum(s.size for s in self._segments if not s.deleted)
+            self._rejected_disk_full += lost
+            if last >= first:
+                self._rejections.append((first, last, why))
+                del self._rejections[:-MAX_REJECTIONS]
+                self._rejected_through = last
+            win = self._window
+            while len(win) > self._win_head and win[-1].seq >= first:
+                self._win_bytes -= record_size(win.pop())
+            self._live = self._count_live()
+            entering = not self._disk_error
+            self._disk_error = why
+            if now - self._disk_error_left > 2 * DISK_PROBE_MAX:  # a disk that fails again at once keeps its backoff
+                self._probe_wait = DISK_PROBE_MIN
+            self._probe_at = now + self._probe_wait
+            if entering:
+                self._disk_error_since = now
+                self._rejected_at_entry = self._rejected_disk_full - lost
+        if entering:
+            log.error("outbox %s: cannot write (%s); %d unwritten records rejected, rejecting new records "
+                      "until it can", self.directory, why, lost)
+
+    def _probe(self) -> None:
+        """In the disk-error state: resume if there is room and the state file can be written (backoff)."""
+        with self._lock:
+            if time.monotonic() < self._probe_at and self._cycles >= self._flush_target and not self._closing:
+                return
+        self._unlink_doomed()
+        try:
+            free = self._io.free_bytes(self.directory)
+            if free < RESUME_FREE_BYTES:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            with self._lock:
+                state, new_ceiling = self._next_state()
+            self._io.write_state(self.directory, state)
+        except OSError:
+            with self._lock:
+                self._probe_wait = min(self._probe_wait * 2, DISK_PROBE_MAX)
+                self._probe_at = time.monotonic() + self._probe_wait
+            return
+        with self._lock:
+            self._ceiling = new_ceiling
+            self._dirty_since = None
+            why, self._disk_error = self._disk_error, ""
+            rejected = self._rejected_disk_full - self._rejected_at_entry
+            self._disk_error_left = time.monotonic()
+            lasted = self._disk_error_left - self._disk_error_since
+        log.warning("outbox %s: writable again after %.1fs (%s); %d records were rejected meanwhile",
+                    self.directory, lasted, why, rejected)
+
+    def _write_frames(self, frames: list[bytes]) -> OSError | None:
+        """Append frames to segments (rolling as needed) and fsync them all; None on success.
+
+        On an OSError the active segment is rolled back to its last fsync (file and index) and closed,
+        so every frame above ``durable_seq`` is off the disk again; the error is returned.
+        """
         opts = self.options
+        io = self._io
         pos = 0
-        done_bytes = 0
         total = len(frames)
         try:
             while pos < total:
@@ -868,11 +1062,7 @@ class Outbox:
                     size += len(frames[j])
                     j += 1
                 chunk = frames[pos:j]
-                data = b"".join(chunk)
-                view = memoryview(data)
-                off = seg.size
-                while view:
-                    view = view[os.pwrite(self._fd, view, off + len(data) - len(view)) :]
+                io.write_at(self._fd, b"".join(chunk), seg.size)
                 update = _index_update(seg, chunk)  # computed outside the lock: appends keep going
                 with self._lock:
                     update.apply(seg)
@@ -880,30 +1070,54 @@ class Outbox:
                     self._pending_bytes -= size
                     self._bytes_written += size
                     self._evict_window()
-                done_bytes += size
                 pos = j
-            _fdatasync(self._fd)
+            if self._active is not None:
+                io.datasync(self._fd)
+                self._synced = self._active.mark()
             with self._lock:
                 self._fsyncs += 1
                 self._durable_seq = self._written_seq
-        except OSError:
-            log.exception("outbox %s: write failed; retrying in %.0fs", self.directory, WRITE_ERROR_BACKOFF)
+        except OSError as exc:
             with self._lock:
                 self._write_errors += 1
-            seg = self._active
-            if seg is not None and self._fd >= 0:
-                try:  # drop any partial frame so the next append does not follow garbage
-                    os.ftruncate(self._fd, seg.size)
+            self._rollback_active()
+            return exc
+        return None
+
+    def _rollback_active(self) -> None:
+        """Cut the active segment back to its last fsync and close it; its unsynced frames are pending again."""
+        seg = self._active
+        if seg is not None:
+            if self._fd >= 0:
+                try:
+                    self._io.truncate(self._fd, self._synced[5])
                 except OSError:
-                    pass
-            # Written-but-not-fsynced frames stay written; they become durable with the next fsync.
-        return pos
+                    pass  # the frames past the mark stay in the file but not in the index; recovery cuts them
+                os.close(self._fd)
+            self._fd = -1
+            self._active = None
+        with self._lock:
+            if seg is not None:
+                cut = seg.size - self._synced[5]
+                seg.restore(self._synced)
+                seg.closed = True
+                self._pending_bytes += cut  # back to unwritten, still counted in stored_bytes
+                if seg.count == 0:  # nothing durable in it: gone now (not "space freed" for a retry)
+                    self._segments.remove(seg)
+            self._written_seq = self._durable_seq
+            self._disk_through = min(self._disk_through, self._durable_seq)
+        if seg is not None and seg.count == 0:
+            try:
+                os.unlink(seg.path)
+            except OSError:
+                pass  # recovery removes an empty segment file
 
     def _roll(self, first_seq: int) -> _Segment:
         """Close the active segment (fsynced) and create the next one, making its name durable."""
         old = self._active
         if old is not None:
-            _fdatasync(self._fd)
+            self._io.datasync(self._fd)
+            self._synced = old.mark()
             os.close(self._fd)
             self._fd = -1
             self._active = None  # if creating the next file fails, the retry must not use this one
@@ -916,12 +1130,13 @@ class Outbox:
                     old.deleted = True
                     self._stored_bytes -= old.size
         path = os.path.join(self.directory, files.segment_name(first_seq))
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        files.fsync_dir(self.directory)
+        self._fd = self._io.open_segment(path)
         seg = _Segment(first_seq, path)
         with self._lock:
             self._segments.append(seg)
         self._active = seg
+        self._synced = seg.mark()
+        files.fsync_dir(self.directory)
         return seg
 
     def _retire_active(self) -> None:
@@ -1030,6 +1245,20 @@ def _index_frame(seg: _Segment, seq: int, ts: int, offset: int, size: int) -> No
     seg.last_ts = ts
     seg.count += 1
     seg.size = offset + size
+
+
+def _seq_of(rec: Record) -> int:
+    return rec.seq
+
+
+def _frame_seq(frame: bytes) -> int:
+    return int.from_bytes(frame[8:16], "little")
+
+
+def _describe(exc: OSError) -> str:
+    """``"ENOSPC: No space left on device"``: the errno's name, for logs, stats and publishers' replies."""
+    name = errno.errorcode.get(exc.errno or 0, "error")
+    return f"{name}: {exc.strerror or exc}"
 
 
 def _fsync_path(path: str) -> None:
