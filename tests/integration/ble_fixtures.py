@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,19 +103,6 @@ class FakeBluezClient:
         if reply.message_type != MessageType.METHOD_RETURN:
             raise RuntimeError(f"fake {method}: {reply.error_name} {reply.body}")
         return json.loads(reply.body[0])
-
-    async def wait_for(
-        self, probe: Callable[[], Awaitable[Any]], timeout: float = 5.0, what: str = "condition"
-    ) -> Any:
-        """Poll ``probe`` over the control channel until truthy, within ``timeout`` (bounded loop)."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            value = await probe()
-            if value:
-                return value
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"fake: {what} not reached in {timeout}s (last {value!r})")
-            await asyncio.sleep(0.01)  # polling interval, not synchronisation: the loop re-checks
 
     async def calls(self, name: str | None = None) -> list[list[Any]]:
         return list(await self.call("calls", name=name))

@@ -9,6 +9,7 @@ that goes on the broker's PYTHONPATH, together with the package source, which is
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import tomllib
@@ -77,18 +78,21 @@ async def test_demo_flag_publishes_readings(tmp_path: Path) -> None:
         nc = await nats.connect(sp.url)
         sub = await nc.subscribe("dev.gw1.demo.>")
         seen = {}
-        while len(seen) < 4:
-            m = await sub.next_msg(timeout=10)
-            seen[m.subject] = json.loads(m.data)
+        async with asyncio.timeout(10):  # read until all four channels were seen (the demo repeats them)
+            while len(seen) < 4:
+                m = await sub.next_msg(timeout=10)
+                seen[m.subject] = json.loads(m.data)
         assert seen["dev.gw1.demo.demo1.temperature"]["unit"] == "°C"
         assert seen["dev.gw1.demo.demo1.pressure"]["ts"].endswith("Z")
         reply = json.loads((await nc.request("cmd.gw1.demo.demo1.read", b"", timeout=5)).data)
-        assert set(reply) == {"temperature", "humidity", "pressure", "battery"}
+        assert reply["ok"] is True and set(reply["result"]) == {"temperature", "humidity", "pressure", "battery"}
+        reply = json.loads((await nc.request("cmd.gw1.demo.demo1.dance", b"", timeout=5)).data)
+        assert reply == {"ok": False, "code": "unsupported", "error": "unknown action 'dance'; try read or ping"}
         # The device registry answers with adapters alone (no [mdns] section).
         devices = json.loads((await nc.request("edge.gw1.devices", b"", timeout=5)).data)
         assert devices["gateway"] == "gw1" and devices["count"] == 1
-        assert {k: devices["devices"][0][k] for k in ("adapter", "device", "state")} == {
-            "adapter": "demo", "device": "demo1", "state": "online"}
+        assert {k: devices["devices"][0][k] for k in ("adapter", "device", "state", "actions")} == {
+            "adapter": "demo", "device": "demo1", "state": "online", "actions": ["read", "ping"]}
         await nc.close()
     finally:
         assert sp.stop() == 0

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 from tests.integration.ble_fixtures import FakeBluezClient, dbus_daemon, fake_bluez
 from tests.support.natsclient import flush
 from tests.support.processes import ServerProcess, start_nats_edge
+from tests.support.waiting import async_wait_for
 
 __all__ = ["dbus_daemon", "fake_bluez"]  # fixtures, imported by name
 
@@ -129,7 +130,7 @@ async def until_counter(sp: ServerProcess, fake: FakeBluezClient, key: str, n: i
         c = await counters(sp)
         return c if c.get(key, 0) >= n else None
 
-    return dict(await fake.wait_for(probe, timeout=WAIT, what=f"counter {key} >= {n}"))
+    return dict(await async_wait_for(probe, WAIT, f"counter {key} >= {n}"))
 
 
 async def _start(tmp_path: Path, dbus: str, conf: str) -> ServerProcess:
@@ -220,7 +221,7 @@ async def test_adverts_gatt_writes_malformed_and_offline(
             (await fake.state())["notifying"]
         )
 
-    await fake.wait_for(subscribed, timeout=WAIT, what="both subscriptions")
+    await async_wait_for(subscribed, WAIT, "both subscriptions")
     assert await fake.call("notify", address=PERIPH, uuid="2a6e", value="C409")
     (g,) = await inbox.subject(f"dev.{GW}.ble.ess.temperature")
     assert (g["value"], g["unit"]) == (25.0, "°C") and "rssi" not in g
@@ -229,27 +230,41 @@ async def test_adverts_gatt_writes_malformed_and_offline(
     (co2,) = await inbox.subject(f"dev.{GW}.ble.ess.co2")
     assert (t2["value"], t2["unit"], co2["value"], co2["unit"]) == (21.5, "°C", 1250, "ppm")
 
-    # Write requests: to the fake characteristic, with and without response; errors are replies.
+    # Write commands: to the fake characteristic, with and without response, hex, text or packed; errors are
+    # envelopes with a code.
     async def request(body: Any, action: str = "write", device: str = "ess") -> dict[str, Any]:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         reply = await nc.request(f"cmd.{GW}.ble.{device}.{action}", data, timeout=WAIT)
         return dict(json.loads(reply.data))
 
-    assert await request({"uuid": CUSTOM, "data": "0102", "response": True}) == {"ok": True}
-    assert await request({"uuid": CUSTOM.upper(), "data": "03", "response": False}) == {"ok": True}
+    ok = {"ok": True, "result": {"written": "0102"}}
+    assert await request({"uuid": CUSTOM, "data": "0102", "response": True}) == ok
+    assert await request({"uuid": CUSTOM.upper(), "text": "hi", "response": False}) == {
+        "ok": True, "result": {"written": "6869"}}
+    assert await request({"uuid": CUSTOM, "value": 1025, "format": "<H"}) == {"ok": True, "result": {"written": "0104"}}
     assert await fake.call("writes", address=PERIPH) == [
         {"uuid": CUSTOM, "value": "0102", "type": "request"},
-        {"uuid": CUSTOM, "value": "03", "type": "command"},
+        {"uuid": CUSTOM, "value": "6869", "type": "command"},
+        {"uuid": CUSTOM, "value": "0104", "type": "request"},
     ]
-    assert "failed" in (await request({"uuid": "2a19", "data": "00"}))["error"]  # read-only characteristic
+    failed = await request({"uuid": "2a19", "data": "00"})  # a read-only characteristic
+    assert failed["ok"] is False and failed["code"] == "failed" and "failed" in failed["error"], failed
     for bad in (b"not json", {"uuid": "xyz", "data": "00"}, {"uuid": CUSTOM, "data": "0g"},
-                {"uuid": CUSTOM, "data": "00", "response": "yes"}, ["list"]):
-        assert (await request(bad))["error"].startswith("bad write request"), bad
-    assert "unknown action" in (await request({}, action="reboot"))["error"]
-    assert len(await fake.call("writes", address=PERIPH)) == 2
+                {"uuid": CUSTOM, "data": "00", "response": "yes"}, ["list"],
+                {"uuid": CUSTOM, "value": 70000, "format": "<H"}, {"uuid": CUSTOM, "data": "00", "text": "x"}):
+        reply = await request(bad)
+        assert reply["ok"] is False and reply["code"] == "bad_arguments", (bad, reply)
+    assert await request({"uuid": CUSTOM, "data": "00", "text": "x"}) == {
+        "ok": False, "code": "bad_arguments",
+        "error": "bad write request: give the value as exactly one of 'data' (hex), 'text' or 'value' with 'format'"}
+    assert await request({}, action="reboot") == {
+        "ok": False, "code": "unsupported", "error": "unknown action 'reboot' (supported: write)"}
+    assert len(await fake.call("writes", address=PERIPH)) == 3
 
     c = await counters(sp)
-    assert c["writes_ok"] == 2 and c["writes_failed"] == 1 and c["command_errors"] == 6, c
+    assert c["writes_ok"] == 3 and c["writes_failed"] == 1, c
+    assert c["commands_ok"] == 3 and c["commands_failed"] == 1 and c["commands_bad_arguments"] == 8, c
+    assert c["commands_unsupported"] == 1, c
     assert c["gatt_connected"] == 1 and c["gatt_notifications"] >= 2, c
     rows = {r["id"]: r for r in await asyncio.to_thread(devicez, sp)}
     assert rows["ess"]["online"] and rows["greenhouse"]["address"] == ENC and rows["a4c138000001"]["rssi"] == -55
@@ -269,14 +284,14 @@ async def test_adapter_disappears_and_returns(
     await fake.call("remove_adapter")  # hci0 unplugged: scan sessions and links go with it
     await inbox.subject(f"evt.{GW}.ble.ess.offline")
     reply = await nc.request(f"cmd.{GW}.ble.ess.write", b'{"uuid": "2a19", "data": "00"}', timeout=WAIT)
-    assert "not connected" in json.loads(reply.data)["error"]
+    assert json.loads(reply.data) == {"ok": False, "code": "offline", "error": "BLE device ess is not connected"}
     await until_counter(sp, fake, "scan_start_failures", 1)  # the watchdog noticed; restarts fail for now
     await fake.call("add_adapter")
 
     async def scanning() -> bool:
         return int((await fake.state())["sessions"]) >= 1
 
-    await fake.wait_for(scanning, timeout=WAIT, what="scan restarted on the returned adapter")
+    await async_wait_for(scanning, WAIT, "scan restarted on the returned adapter")
     await fake.call("advertise", address=SENSOR, service_data={"fcd2": "40000202C409"})
     s = await inbox.subject(f"dev.{GW}.ble.a4c138000001.temperature", 2)
     assert s[1]["value"] == 25.0

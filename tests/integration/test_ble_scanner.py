@@ -13,6 +13,7 @@ from edge.adapters.ble.decoders.gatt_values import Field
 from edge.adapters.ble.gatt import CharacteristicConfig, GattDeviceConfig, GattError, GattManager
 from edge.adapters.ble.scanner import BleScanner, ScannerConfig
 from tests.integration.ble_fixtures import FakeBluezClient, dbus_daemon, fake_bluez
+from tests.support.waiting import async_wait_for
 
 __all__ = ["dbus_daemon", "fake_bluez"]  # fixtures, imported by name
 
@@ -84,14 +85,8 @@ async def test_deny_list_and_ruuvi(fake_bluez: FakeBluezClient) -> None:
         dev, values, _rssi, fmt = rec.readings[0]
         assert (dev, fmt) == ("a4c138000002", "ruuvi_v5")
         assert values["temperature"] == 24.3 and values["acceleration_z"] == 10.1596894  # 1036 mG in m/s²
-        await fake_bluez.wait_for(lambda: _filtered(sc), what="denied advert counted")
+        await async_wait_for(lambda: sc.stats.filtered >= 1, 5, "denied advert counted")
     assert all(d == "a4c138000002" for d, _ in rec.states)
-
-
-def _filtered(sc: BleScanner) -> Any:
-    async def probe() -> bool:
-        return sc.stats.filtered >= 1
-    return probe()
 
 
 async def test_passive_scan_uses_monitor_and_patterns(fake_bluez: FakeBluezClient) -> None:
@@ -133,9 +128,9 @@ async def test_adapter_removed_and_returned_scanning_resumes(fake_bluez: FakeBlu
     async with scanner(rec, watchdog_timeout=0.2, device_timeout=60.0) as sc:
         await rec.wait(lambda: len(rec.readings) == 1)
         await fake_bluez.call("remove_adapter")
-        await fake_bluez.wait_for(lambda: _value(sc.stats.start_failures >= 1), what="start fails w/o adapter")
+        await async_wait_for(lambda: sc.stats.start_failures >= 1, 5, "start fails w/o adapter")
         await fake_bluez.call("add_adapter")
-        await fake_bluez.wait_for(lambda: _value(sc.scanning), what="scan restarted")
+        await async_wait_for(lambda: sc.scanning, 5, "scan restarted")
         await fake_bluez.call("advertise", address=SENSOR, service_data={"fcd2": "40000202C409"})
         await rec.wait(lambda: len(rec.readings) == 2)
         assert sc.stats.watchdog_restarts >= 1
@@ -154,10 +149,6 @@ async def test_watchdog_restarts_a_silently_stopped_scan(fake_bluez: FakeBluezCl
         assert rec.readings[1][1] == {"temperature": 25.0}
         assert sc.stats.watchdog_restarts >= 1
     assert len(await fake_bluez.calls("StartDiscovery")) >= 2
-
-
-async def _value(v: object) -> object:
-    return v
 
 
 GATT_DEVICE = {
@@ -202,7 +193,7 @@ async def test_gatt_notify_poll_write_and_reconnect(fake_bluez: FakeBluezClient)
         assert {k: v for _, vals, _, _ in rec.readings for k, v in vals.items()} == {
             "humidity": 50.55, "pressure": 1013.252, "battery": 97,  # hPa (1013252 × 0.1 Pa)
         }
-        await fake_bluez.wait_for(lambda: _notifying(fake_bluez, 3), what="3 subscriptions")
+        await async_wait_for(lambda: _notifying(fake_bluez, 3), 5, "3 subscriptions")
         assert await fake_bluez.call("notify", address=PERIPH, uuid="2a6e", value="C409")
         assert await fake_bluez.call("notify", address=PERIPH, uuid=CUSTOM, value="6608E204")
         await rec.wait(lambda: len(rec.readings) == 5)

@@ -27,6 +27,7 @@ from tests.support.cbuild import GCC, NO_GCC, build_with_library
 from tests.support.natsclient import flush
 from tests.support.processes import ServerProcess, start_nats_edge
 from tests.support.ptys import PtyDevice
+from tests.support.waiting import async_wait_for
 
 pytestmark = [
     pytest.mark.skipif(GCC is None, reason=NO_GCC),
@@ -187,6 +188,8 @@ async def test_c_library_over_pty(
         # broker -> device requests (the device's SUB preceded its PUBs on the same connection)
         reply = await nc.request(f"cmd.gw1.serial.{device}.led", b"on", timeout=5)
         assert reply.data == b"led=on"
+        reply = await nc.request(f"cmd.gw1.serial.{device}.relay", b'{"on":true}', timeout=5)
+        assert json.loads(reply.data) == {"ok": True, "result": {"relay": True}}  # the gateway's envelope
         blob = bytes(range(256)) + b"\r\nMSG x 1 3\r\n\x00\x00" + bytes(range(255, -1, -1))  # > one frame
         reply = await nc.request(f"cmd.gw1.serial.{device}.echo", blob, timeout=5)
         assert reply.data == blob
@@ -203,13 +206,14 @@ async def test_c_library_over_pty(
         assert f"REPLY {(b'12:00 for ' + device.encode()).hex()}" in out_lines
         assert [line for line in out_lines if line.startswith("CMD ")] == [
             "CMD led 2",
+            "CMD relay 11",
             f"CMD echo {len(blob)}",
             *["CMD stats 0"] * stats_polls,
             "CMD bye 0",
         ]
         stats = dict(kv.split("=") for kv in next(x for x in out_lines if x.startswith("STATS ")).split()[1:])
-        assert stats["msgs_in"] == str(3 + stats_polls + 1)  # the commands and one reply
-        assert stats["msgs_out"] == str(READINGS + 1 + 1 + 3 + stats_polls)  # readings, request, responses
+        assert stats["msgs_in"] == str(4 + stats_polls + 1)  # the commands and one reply
+        assert stats["msgs_out"] == str(READINGS + 1 + 1 + 4 + stats_polls)  # readings, request, responses
         assert int(stats["pings"]) >= 2
         bad = {k: stats[k] for k in ("frames_bad", "lines_bad", "overflows", "bytes_dropped", "errors")}
         assert bad == dict.fromkeys(bad, "0")
@@ -224,15 +228,15 @@ async def test_c_library_over_pty(
 
 async def _wait_device_pings(nc: Any, device: str, at_least: int, timeout: float = 15.0) -> int:
     """Ask the device for its counters until it has answered ``at_least`` PINGs; returns the number of asks."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
     asks = 0
-    while True:
+
+    async def answered() -> bool:
+        nonlocal asks
         reply = await nc.request(f"cmd.gw1.serial.{device}.stats", b"", timeout=5)
         asks += 1
         stats = json.loads(reply.data)
         assert stats["frames_bad"] == stats["lines_bad"] == stats["overflows"] == stats["errors"] == 0, stats
-        if stats["pings"] >= at_least:
-            return asks
-        assert loop.time() < deadline, f"device answered only {stats['pings']} PINGs in {timeout}s"
-        await asyncio.sleep(0.05)  # poll interval; the bound is the deadline
+        return stats["pings"] >= at_least
+
+    await async_wait_for(answered, timeout, f"{device} to answer {at_least} PINGs", interval=0.05)
+    return asks

@@ -96,8 +96,10 @@ def run_fuzz(sp: ServerProcess, count: int, budget: float, seed: int) -> dict[st
                     s.shutdown(socket.SHUT_WR) if rng.random() < 0.5 else None
                     s.settimeout(0.02)
                     try:
-                        while s.recv(65536):
-                            pass
+                        received = 0  # read to EOF: each recv bounded by the timeout, the whole by size
+                        while chunk := s.recv(65536):
+                            received += len(chunk)
+                            assert received < 1 << 20, f"the server kept answering {frame!r}"
                         counts["closed_by_server"] += 1
                     except (TimeoutError, ConnectionResetError):
                         counts["kept_open"] += 1

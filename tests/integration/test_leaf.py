@@ -76,21 +76,31 @@ async def wait_leaf_connected(hub: ServerProcess, timeout: float = 20.0) -> None
 
 
 async def probe(pub: Client, subject: str, sub_msgs: asyncio.Queue[Msg], timeout: float = 15.0) -> None:
-    """Publish probes on ``subject`` until one arrives (hub interest has reached the gateway)."""
+    """Publish probes on ``subject`` until one arrives (hub interest has reached the gateway).
+
+    Returns with ``sub_msgs`` holding nothing of the probing: a final end marker is published on the
+    same subject and read past, and one publisher's messages stay in order towards one subscription,
+    so every probe still in flight arrives (and is discarded) before it.
+    """
+    async def arrived() -> bool:
+        await pub.publish(subject, b"probe")
+        await flush(pub)
+        try:
+            return (await asyncio.wait_for(sub_msgs.get(), 0.1)).data == b"probe"
+        except TimeoutError:
+            return False
+
+    await async_wait_for(arrived, timeout, f"a probe on {subject} to arrive", interval=0)
+    await pub.publish(subject, b"probe-end")
+    await flush(pub)
+    await skip_until(sub_msgs, b"probe-end", timeout)
+
+
+async def skip_until(q: asyncio.Queue[Msg], data: bytes, timeout: float = 10.0) -> None:
+    """Discard messages from ``q`` up to and including the first one carrying ``data``."""
     async with asyncio.timeout(timeout):
-        while True:
-            await pub.publish(subject, b"probe")
-            await flush(pub)
-            try:
-                msg = await asyncio.wait_for(sub_msgs.get(), 0.1)
-            except TimeoutError:
-                continue
-            if msg.data == b"probe":
-                # drain other in-flight probes
-                await asyncio.sleep(0)
-                while not sub_msgs.empty():
-                    sub_msgs.get_nowait()
-                return
+        while (await q.get()).data != data:
+            pass
 
 
 async def queue_sub(nc: Client, subject: str, queue: str = "") -> tuple[object, asyncio.Queue[Msg]]:
@@ -114,15 +124,17 @@ async def sentinel(pub: Client, sub_nc: Client, tag: str, timeout: float = 15.0)
     """
     marks = await sub_nc.subscribe(f"sentinel.{tag}")
     await flush(sub_nc)
-    async with asyncio.timeout(timeout):
-        while True:
-            await pub.publish(f"sentinel.{tag}", b"end")
-            await flush(pub)
-            try:
-                await marks.next_msg(timeout=0.1)
-            except nats.errors.TimeoutError:
-                continue
-            break
+
+    async def arrived() -> bool:
+        await pub.publish(f"sentinel.{tag}", b"end")
+        await flush(pub)
+        try:
+            await marks.next_msg(timeout=0.1)
+        except nats.errors.TimeoutError:
+            return False
+        return True
+
+    await async_wait_for(arrived, timeout, f"sentinel {tag} to arrive", interval=0)
     await marks.unsubscribe()
 
 
@@ -174,8 +186,7 @@ async def test_gateway_publish_reaches_hub_subscriber_with_wildcards_and_headers
     _, q = await queue_sub(hc, "up.*.temp")
     _, q2 = await queue_sub(hc, "up.>")
     await probe(ec, "up.p.temp", q)
-    while not q2.empty():
-        q2.get_nowait()
+    await skip_until(q2, b"probe-end")  # q2 (up.>) got the probing too
     await ec.publish("up.k1.temp", b"21.5", headers={"X-Unit": "C"})
     await ec.publish("up.k1.hum", b"40")
     await flush(ec)
@@ -273,13 +284,15 @@ async def test_request_reply_both_ways_and_queue_responders(
     await flush(hc)
     await flush(ec)
     await wait_interest(hub, "svc.gw", "svc.gw.plain")
-    async with asyncio.timeout(15):  # the hub's queue interest reaches the gateway
-        while True:
-            try:
-                r = await ec.request("svc.hub", b"ping", timeout=0.5)
-                break
-            except (NoRespondersError, TimeoutError, nats.errors.TimeoutError):
-                await asyncio.sleep(0.05)
+
+    async def answered() -> Msg | None:
+        try:
+            return await ec.request("svc.hub", b"ping", timeout=0.5)
+        except (NoRespondersError, TimeoutError, nats.errors.TimeoutError):
+            return None
+
+    # the hub's queue interest reaches the gateway
+    r = await async_wait_for(answered, 15, "svc.hub to answer through the leaf link", interval=0.05)
     assert r.data == b"hub:ping"
     r = await hc.request("svc.gw", b"ping", timeout=5)
     assert r.data == b"gw:ping"

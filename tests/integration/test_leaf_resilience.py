@@ -24,6 +24,7 @@ from tests.integration.test_leaf import (
 )
 from tests.support.natsclient import flush
 from tests.support.processes import ServerProcess, free_port, start_nats_server, wait_for
+from tests.support.waiting import async_wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -207,11 +208,7 @@ async def test_bad_hub_does_not_crash_gateway(tmp_path: Path, behaviour: str) ->
     edge = None
     try:
         edge = start_edge(tmp_path / "edge", f'urls = ["nats-leaf://127.0.0.1:{port}"]\nfirst_info_timeout = "200ms"')
-        async with asyncio.timeout(20):
-            while True:
-                if dials >= 3:
-                    break
-                await asyncio.sleep(0.05)
+        await async_wait_for(lambda: dials >= 3, 20, "three dials of the misbehaving hub", interval=0.05)
         assert edge.proc.poll() is None
         assert "Traceback" not in edge.log(), edge.log()
         nc = await nats.connect(edge.url, max_reconnect_attempts=0)
@@ -271,14 +268,12 @@ async def test_handshake_bytes_and_loop_detection_against_a_scripted_hub(tmp_pat
             writer.write(info)
             lines.append(await asyncio.wait_for(reader.readline(), 5))
             writer.write(b'INFO {"connect_info":true,"remote_account":"$G"} \r\nLS+ hub.sub\r\n')
-            while True:
-                line = await asyncio.wait_for(reader.readline(), 5)
-                if not line:
-                    break
-                lines.append(line)
-                if line.startswith(b"LS+ $LDS."):
-                    writer.write(line)  # echo our own loop-detection subject
-                await writer.drain()
+            async with asyncio.timeout(20):  # the edge hangs up after the -ERR; bound the read anyway
+                while line := await reader.readline():
+                    lines.append(line)
+                    if line.startswith(b"LS+ $LDS."):
+                        writer.write(line)  # echo our own loop-detection subject
+                    await writer.drain()
         except (ConnectionError, TimeoutError):
             pass
         finally:
@@ -320,11 +315,12 @@ async def test_deny_imports_enforced_locally_against_a_hub_that_ignores_deny_pub
         try:
             writer.write(info)
             connects.put_nowait(await asyncio.wait_for(reader.readline(), 5))
-            while line := await reader.readline():
-                if line.startswith(b"LS+ down.>"):
-                    interest.set()
-                elif line == b"PING\r\n":
-                    writer.write(b"PONG\r\n")
+            async with asyncio.timeout(60):  # read until the test closes us; bounded all the same
+                while line := await reader.readline():
+                    if line.startswith(b"LS+ down.>"):
+                        interest.set()
+                    elif line == b"PING\r\n":
+                        writer.write(b"PONG\r\n")
         except (ConnectionError, TimeoutError):
             pass
 

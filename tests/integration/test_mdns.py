@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.natsclient import flush
 from tests.support.processes import ServerProcess, start_nats_edge
+from tests.support.waiting import async_wait_for
 
 zeroconf = pytest.importorskip("zeroconf")
 from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf  # noqa: E402
@@ -250,9 +251,10 @@ async def test_generic_poller_garbage_hang_huge_then_recovers(nc: Any, azc: Asyn
         await expect(events, ".offline")  # garbage twice -> offline, never online
         assert (await stats(nc))["poll_bad_http"] >= 2
         http.mode = "huge"
-        async with asyncio.timeout(WAIT):  # bounded: ask the gateway's counters until the oversize is counted
-            while (await stats(nc)).get("poll_too_large", 0) < 1:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
+        async def too_large_counted() -> bool:
+            return (await stats(nc)).get("poll_too_large", 0) >= 1
+
+        await async_wait_for(too_large_counted, WAIT, "the oversize poll to be counted", interval=0.05)
         assert readings.empty()
 
         http.mode = "json"

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import nats
 import pytest
+from nats.aio.msg import Msg
 from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 from tests.integration.test_leaf import leafz, start_hub
 from tests.support.natsclient import flush
 from tests.support.processes import free_port, start_nats_edge, wait_for
+from tests.support.waiting import async_wait_for
 
 pytestmark = pytest.mark.timeout(90)
 UID = uuid.uuid4().hex[:6]
@@ -54,16 +56,16 @@ async def test_gateway_joins_the_hub_it_discovers(tmp_path: Path, azc: AsyncZero
         await flush(hc)
         nc = await nats.connect(edge.url)
         # The hub's interest reaches the gateway (no event to wait on from here): publish until one crosses.
-        for _ in range(200):
+
+        async def crossed() -> Msg | None:
             await nc.publish("up.x", b"hello")
             await flush(nc)
             try:
-                msg = await sub.next_msg(timeout=0.1)
-                break
+                return await sub.next_msg(timeout=0.1)
             except nats.errors.TimeoutError:
-                continue
-        else:
-            raise AssertionError("no gateway publish reached the hub")
+                return None
+
+        msg = await async_wait_for(crossed, 20, "a gateway publish to reach the hub", interval=0)
         assert msg.data == b"hello"
     finally:
         for c in (nc, hc):

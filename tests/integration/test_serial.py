@@ -22,6 +22,7 @@ from firmware_bridge.simulator import LINES_PATTERN, UNITS, Simulator
 from tests.support.natsclient import flush
 from tests.support.processes import ServerProcess, start_nats_edge
 from tests.support.ptys import PtyDevice, point
+from tests.support.waiting import async_wait_for
 
 pytestmark = pytest.mark.timeout(120)
 CODECS = ("nats", "frames", "jsonl", "nmea", "lines")
@@ -106,17 +107,19 @@ async def test_codec_end_to_end(rig: dict[str, Any], codec: str) -> None:
         sim = Simulator(codec, device=device, seed=7, subject_prefix=prefix)
         got: dict[str, Any] = {}
         want = {"nmea": {"lat", "lon"}}.get(codec, set(UNITS))
-        async with asyncio.timeout(20):
-            while not want <= got.keys():
-                dev.write(sim.next_chunk(1_790_000_000.0 + len(got)))
-                try:
-                    msg = await asyncio.wait_for(q.get(), 0.5)
-                except TimeoutError:
-                    continue
-                got[msg.subject.rsplit(".", 1)[1]] = json.loads(msg.data)
-                while not q.empty():
-                    m = q.get_nowait()
-                    got[m.subject.rsplit(".", 1)[1]] = json.loads(m.data)
+
+        async def all_seen() -> bool:
+            """Feed the device one more chunk, then take every reading that arrived within 0.5 s."""
+            dev.write(sim.next_chunk(1_790_000_000.0 + len(got)))
+            try:
+                msgs = [await asyncio.wait_for(q.get(), 0.5)]
+            except TimeoutError:
+                return False
+            msgs += [q.get_nowait() for _ in range(q.qsize())]
+            got.update((m.subject.rsplit(".", 1)[1], json.loads(m.data)) for m in msgs)
+            return want <= got.keys()
+
+        await async_wait_for(all_seen, 20, f"{sorted(want)} readings from the {codec} device", interval=0)
         if codec != "nmea":
             t = got["temperature"]
             assert isinstance(t["value"], float) and 10 < t["value"] < 35
@@ -150,8 +153,9 @@ async def test_jsonl_noise_is_counted_and_skipped(rig: dict[str, Any]) -> None:
             dev.write(junk)
         dev.write(json.dumps({"id": "pjsonl", "temperature": 200}).encode() + b"\n")
         values = []
-        while 200 not in values:
-            values.append(json.loads((await next_where(q, lambda m: True)).data)["value"])
+        async with asyncio.timeout(10):  # read up to the last value written
+            while 200 not in values:
+                values.append(json.loads((await q.get()).data)["value"])
         assert [v for v in values if v >= 100] == [100, 101, 102, 103, 200]
         after = next(r for r in devicez(sp) if r.get("instance") == "pjsonl")["counters"]
         assert after["codec_lines_bad"] + after["codec_overflows"] > bad_before["codec_lines_bad"]

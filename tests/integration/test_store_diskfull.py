@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
-from tests.integration.test_store_forward import Rig, hub_collector, until, wait_leaf
+from tests.integration.test_store_forward import Rig, hub_collector, wait_leaf
+from tests.support.waiting import async_wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -93,8 +94,8 @@ async def deliver_and_check(rig: Rig, at_hub: list[Any], expected: list[bytes]) 
     """Restore the link; the hub gets exactly ``expected``, in order, and the outbox drains to empty."""
     assert rig.proxy is not None and rig.hub is not None
     rig.proxy.restore()
-    await until(lambda: rig.metrics().get("depth_msgs") == 0 and len(at_hub) >= len(expected), 30,
-                "the outbox drained to the hub")
+    await async_wait_for(lambda: rig.metrics().get("depth_msgs") == 0 and len(at_hub) >= len(expected), 30,
+                         "the outbox drained to the hub", interval=0.02)
     await rig.clients[0].flush()  # the hub-side subscriber: everything the hub confirmed has arrived
     assert len(at_hub) == len(expected)
     assert [m.data for m in at_hub] == expected
@@ -136,7 +137,8 @@ async def test_reject_new_answers_every_publisher_and_stores_no_rejected_record(
     assert varz["outbox"]["disk_error"] == "ENOSPC: No space left on device"
 
     filler.unlink()
-    await until(lambda: http(rig, "/healthz") == (200, {"status": "ok"}), 20, "the outbox resumes by itself")
+    await async_wait_for(lambda: http(rig, "/healthz") == (200, {"status": "ok"}), 20, "the outbox resumes by itself",
+                         interval=0.02)
     after = await requests(pub, range(1000, 1020))
     assert all("seq" in r for r in after), after
     assert min(r["seq"] for r in after) > max([20] + [s for s, _ in accepted])

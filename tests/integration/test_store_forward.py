@@ -28,6 +28,7 @@ from edge.store.inspect import inspect_store
 from tests.support.natsclient import flush
 from tests.support.processes import ServerProcess, free_port, start_nats_edge, start_nats_server
 from tests.support.proxy import Proxy
+from tests.support.waiting import async_wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -137,26 +138,6 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         await r.close()
 
 
-async def until(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    """Poll a condition with a deadline (the other processes give us nothing to wait on)."""
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                if pred():
-                    return
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for: {what}") from None
-
-
-async def until_async(pred, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while True:
-            if await pred():
-                return
-            await asyncio.sleep(0.05)
-
-
 def leaf_count(hub: ServerProcess) -> int:
     with urllib.request.urlopen(hub.url_of("monitoring") + "/leafz", timeout=5) as resp:
         return int(json.loads(resp.read()).get("leafnodes", 0))
@@ -166,7 +147,7 @@ async def wait_leaf(hub: ServerProcess, up: bool = True, timeout: float = 20.0) 
     async def check() -> bool:
         return (await asyncio.to_thread(leaf_count, hub) > 0) == up
 
-    await until_async(check, timeout)
+    await async_wait_for(check, timeout, f"the leaf link {'up' if up else 'down'}", interval=0.05)
 
 
 def msg_id(m: Msg) -> str:
@@ -203,14 +184,14 @@ async def test_cut_link_20000_then_restore_pong(rig: Rig) -> None:
     for i in range(N_CUT):
         await pub.publish(f"telemetry.gw1.s{i % 7}", b"%d" % i)
     await flush(pub)
-    await until(lambda: len(local) == N_CUT, 30, "local subscriber gets every message at once")
+    await async_wait_for(lambda: len(local) == N_CUT, 30, "local subscriber gets every message at once", interval=0.02)
     assert at_hub == []
     rig.proxy.restore()
-    await until(lambda: len(at_hub) >= N_CUT, 60, "hub receives the backlog")
+    await async_wait_for(lambda: len(at_hub) >= N_CUT, 60, "hub receives the backlog", interval=0.02)
     assert [int(m.data) for m in at_hub] == list(range(N_CUT))
     assert [m.subject for m in at_hub[:7]] == [f"telemetry.gw1.s{i}" for i in range(7)]
     assert [msg_id(m) for m in at_hub[:2]] == ["gw1-1", "gw1-2"]
-    await until(lambda: rig.metrics().get("depth_msgs") == 0, 20, "everything confirmed")
+    await async_wait_for(lambda: rig.metrics().get("depth_msgs") == 0, 20, "everything confirmed", interval=0.02)
     m = rig.metrics()
     assert m["appended"] == N_CUT and m["confirmed"] == N_CUT and m["dropped"] == 0
 
@@ -236,12 +217,13 @@ async def test_jetstream_mode_exactly_once_in_stream(rig: Rig) -> None:
     async def stream_msgs() -> int:
         return (await js.stream_info("EDGE")).state.messages
 
-    await until_async(lambda: _ge(stream_msgs, 3000), 30)
+    await async_wait_for(lambda: _ge(stream_msgs, 3000), 30, "3000 messages in the stream", interval=0.05)
     rig.proxy.cut()
     await wait_leaf(rig.hub, up=False)
     rig.proxy.restore()
-    await until_async(lambda: _ge(stream_msgs, N_CUT), 60)
-    await until(lambda: rig.metrics().get("depth_msgs") == 0, 30, "everything confirmed by PubAck")
+    await async_wait_for(lambda: _ge(stream_msgs, N_CUT), 60, "the whole backlog in the stream", interval=0.05)
+    await async_wait_for(lambda: rig.metrics().get("depth_msgs") == 0, 30, "everything confirmed by PubAck",
+                         interval=0.02)
     assert await stream_msgs() == N_CUT
     first = await js.get_msg("EDGE", 1)
     last = await js.get_msg("EDGE", N_CUT)
@@ -272,7 +254,7 @@ async def test_publisher_ack_and_reject_new(rig: Rig) -> None:
     hub_nc = await rig.connect(rig.hub)
     at_hub = await hub_collector(hub_nc)
     rig.proxy.restore()
-    await until(lambda: len(at_hub) == 5, 30, "the oldest five reach the hub")
+    await async_wait_for(lambda: len(at_hub) == 5, 30, "the oldest five reach the hub", interval=0.02)
     assert [m.data for m in at_hub] == [b"0", b"1", b"2", b"3", b"4"]
     assert all(m.reply == "" for m in at_hub)
 
@@ -286,13 +268,13 @@ async def test_drop_oldest_keeps_newest(rig: Rig) -> None:
     for i in range(300):
         await pub.publish("telemetry.gw1.x", b"%d" % i)
     await flush(pub)
-    await until(lambda: rig.metrics().get("appended") == 300, 10, "appended")
+    await async_wait_for(lambda: rig.metrics().get("appended") == 300, 10, "appended", interval=0.02)
     m = rig.metrics()
     assert m["depth_msgs"] == 100 and m["dropped_full"] == 200
     hub_nc = await rig.connect(rig.hub)
     at_hub = await hub_collector(hub_nc)
     rig.proxy.restore()
-    await until(lambda: len(at_hub) == 100, 30, "the newest hundred reach the hub")
+    await async_wait_for(lambda: len(at_hub) == 100, 30, "the newest hundred reach the hub", interval=0.02)
     assert [int(m.data) for m in at_hub] == list(range(200, 300))
 
 
@@ -326,7 +308,8 @@ async def test_sigkill_mid_stream_loses_no_acknowledged_message(rig: Rig) -> Non
     rig.clients.remove(pub)
     await pub.close()
     rig.start_edge()
-    await until(lambda: acked_at_kill <= {int(m.data) for m in at_hub}, 60, "every acknowledged message at the hub")
+    await async_wait_for(lambda: acked_at_kill <= {int(m.data) for m in at_hub}, 60,
+                         "every acknowledged message at the hub", interval=0.02)
     got = [int(m.data) for m in at_hub]
     assert set(got) <= set(range(sent))
     # pong mode: duplicates are possible, but the first copy of each arrives in publish order.
@@ -350,10 +333,11 @@ async def test_blackholed_link_detected_by_keepalive_and_recovered(rig: Rig) -> 
     await wait_leaf(rig.hub, up=False, timeout=15)
     assert rig.metrics()["depth_msgs"] == 500  # nothing confirmed into the black hole
     rig.proxy.restore()
-    await until(lambda: len({msg_id(m) for m in at_hub}) == 500, 30, "all 500 at the hub after recovery")
+    await async_wait_for(lambda: len({msg_id(m) for m in at_hub}) == 500, 30, "all 500 at the hub after recovery",
+                         interval=0.02)
     firsts = list(dict.fromkeys(int(m.data) for m in at_hub))
     assert firsts == list(range(500))
-    await until(lambda: rig.metrics().get("depth_msgs") == 0, 20, "confirmed")
+    await async_wait_for(lambda: rig.metrics().get("depth_msgs") == 0, 20, "confirmed", interval=0.02)
 
 
 async def test_corrupt_last_segment_broker_starts_and_forwards_the_rest(rig: Rig) -> None:
@@ -375,7 +359,7 @@ async def test_corrupt_last_segment_broker_starts_and_forwards_the_rest(rig: Rig
     hub_nc = await rig.connect(rig.hub)
     at_hub = await hub_collector(hub_nc)
     edge = rig.start_edge()
-    await until(lambda: len(at_hub) >= before.pending, 30, "the valid prefix at the hub")
+    await async_wait_for(lambda: len(at_hub) >= before.pending, 30, "the valid prefix at the hub", interval=0.02)
     assert [int(m.data) for m in at_hub] == list(range(before.pending))
     assert "recovery: dropped" in edge.log()
     assert rig.metrics()["dropped_corrupt"] >= 1
@@ -400,15 +384,15 @@ async def test_live_traffic_flows_during_long_replay(rig: Rig) -> None:
     for i in range(backlog):
         await pub.publish("telemetry.gw1.r", b"%d" % i)
     await flush(pub)
-    await until(lambda: rig.metrics().get("appended") == backlog, 20, "appended")
+    await async_wait_for(lambda: rig.metrics().get("appended") == backlog, 20, "appended", interval=0.02)
     rig.proxy.restore()
-    await until(lambda: len(at_hub) > 1000, 30, "replay started")
+    await async_wait_for(lambda: len(at_hub) > 1000, 30, "replay started", interval=0.02)
     for k in range(10):  # live (uncovered) messages go straight up while the replay is paced
         await pub.publish("live.gw1", b"%d" % k)
         await flush(pub)
-        await until(lambda k=k: len(live) > k, 5, "a live message crosses during the replay")
+        await async_wait_for(lambda k=k: len(live) > k, 5, "a live message crosses during the replay", interval=0.02)
     assert len(at_hub) < backlog, "the replay is still running"
-    await until(lambda: len(at_hub) >= backlog, 60, "replay done")
+    await async_wait_for(lambda: len(at_hub) >= backlog, 60, "replay done", interval=0.02)
     assert [int(m.data) for m in at_hub] == list(range(backlog))
 
 
@@ -422,7 +406,7 @@ async def _cut_and_store(rig: Rig, n: int, subject: str = "telemetry.gw1.h") -> 
     for i in range(n):
         await pub.publish(subject, b"%d" % i)
     await flush(pub)
-    await until(lambda: rig.metrics().get("appended") == n, 20, f"{n} records appended")
+    await async_wait_for(lambda: rig.metrics().get("appended") == n, 20, f"{n} records appended", interval=0.02)
     return pub
 
 
@@ -436,7 +420,7 @@ async def test_hub_killed_and_restarted_during_replay_pong(rig: Rig) -> None:
     await _cut_and_store(rig, N_CUT)
     rig.proxy.restore()
     rig.proxy.slow(0.1)  # PONGs come late: the unconfirmed window is full when the hub dies
-    await until(lambda: len(before) >= 4000, 30, "the hub has part of the backlog")
+    await async_wait_for(lambda: len(before) >= 4000, 30, "the hub has part of the backlog", interval=0.02)
     rig.kill_hub()
     # Keep the gateway out until the restarted hub has its subscriber again: in pong mode a PONG
     # confirms that the hub took the messages, not that anyone was subscribed (they would be lost).
@@ -444,8 +428,9 @@ async def test_hub_killed_and_restarted_during_replay_pong(rig: Rig) -> None:
     hub = rig.restart_hub()
     after = await hub_collector(await rig.connect(hub))
     rig.proxy.restore()
-    await until(lambda: bool(after) and int(after[-1].data) == N_CUT - 1, 60, "the rest reaches the new hub")
-    await until(lambda: rig.metrics().get("depth_msgs") == 0, 20, "everything confirmed")
+    await async_wait_for(lambda: bool(after) and int(after[-1].data) == N_CUT - 1, 60, "the rest reaches the new hub",
+                         interval=0.02)
+    await async_wait_for(lambda: rig.metrics().get("depth_msgs") == 0, 20, "everything confirmed", interval=0.02)
     old = [int(m.data) for m in before]
     new = [int(m.data) for m in after]
     assert 4000 <= len(old) < N_CUT, "the hub died in the middle of the replay"
@@ -475,14 +460,16 @@ async def test_hub_killed_and_restarted_during_replay_jetstream(rig: Rig) -> Non
     async def stream_msgs(ctx) -> int:  # type: ignore[no-untyped-def]
         return int((await ctx.stream_info("EDGE")).state.messages)
 
-    await until_async(lambda: _ge(lambda: stream_msgs(js), 4000), 30)
+    await async_wait_for(lambda: _ge(lambda: stream_msgs(js), 4000), 30, "4000 messages in the stream", interval=0.05)
     stored_at_kill = await stream_msgs(js)
     rig.kill_hub()
     assert stored_at_kill < N_CUT, "the hub died in the middle of the replay"
     hub = rig.restart_hub()
     js2 = (await rig.connect(hub)).jetstream()
-    await until_async(lambda: _ge(lambda: stream_msgs(js2), N_CUT), 60)
-    await until(lambda: rig.metrics().get("depth_msgs") == 0, 30, "everything confirmed by PubAck")
+    await async_wait_for(lambda: _ge(lambda: stream_msgs(js2), N_CUT), 60, "the backlog in the new stream",
+                         interval=0.05)
+    await async_wait_for(lambda: rig.metrics().get("depth_msgs") == 0, 30, "everything confirmed by PubAck",
+                         interval=0.02)
     info = await js2.stream_info("EDGE")
     assert (info.state.messages, info.state.first_seq, info.state.last_seq) == (N_CUT, 1, N_CUT)
     got: list[int] = []
@@ -493,7 +480,7 @@ async def test_hub_killed_and_restarted_during_replay_jetstream(rig: Rig) -> Non
         ids.add(msg_id(msg))
 
     sub = await js2.subscribe("telemetry.>", cb=on_msg, ordered_consumer=True)
-    await until(lambda: len(got) >= N_CUT, 60, "the whole stream read back")
+    await async_wait_for(lambda: len(got) >= N_CUT, 60, "the whole stream read back", interval=0.02)
     await sub.unsubscribe()
     assert got == list(range(N_CUT))  # exactly once, in order: the stream dropped the resent copies
     assert ids == {f"gw1-{i}" for i in range(1, N_CUT + 1)}
@@ -509,17 +496,19 @@ async def test_max_age_expires_records_while_the_link_is_cut(rig: Rig) -> None:
     # Expiry is by whole segments (rolled every max_age/16) in the writer's cycle, at least every 5 s.
     rig.start_edge('max_age = "3s"')
     pub = await _cut_and_store(rig, old_n, "telemetry.gw1.old")
-    await until(lambda: rig.metrics().get("dropped_age") == old_n, 20, "the old records expire")
+    await async_wait_for(lambda: rig.metrics().get("dropped_age") == old_n, 20, "the old records expire", interval=0.02)
     m = rig.metrics()
     assert (m["depth_msgs"], m["dropped"], m["confirmed"]) == (0, old_n, 0)
     for i in range(new_n):
         await pub.publish("telemetry.gw1.new", b"%d" % i)
     await flush(pub)
-    await until(lambda: rig.metrics().get("appended") == old_n + new_n, 10, "the new records appended")
+    await async_wait_for(lambda: rig.metrics().get("appended") == old_n + new_n, 10, "the new records appended",
+                         interval=0.02)
     assert rig.metrics()["depth_msgs"] == new_n
     rig.proxy.restore()
-    await until(lambda: rig.metrics().get("confirmed") == new_n, 20, "the new records confirmed by the hub")
-    await until(lambda: len(at_hub) >= new_n, 10, "the new records at the hub")
+    await async_wait_for(lambda: rig.metrics().get("confirmed") == new_n, 20, "the new records confirmed by the hub",
+                         interval=0.02)
+    await async_wait_for(lambda: len(at_hub) >= new_n, 10, "the new records at the hub", interval=0.02)
     assert [(m.subject, int(m.data)) for m in at_hub] == [("telemetry.gw1.new", i) for i in range(new_n)]
     assert [msg_id(m) for m in at_hub[:1]] == [f"gw1-{old_n + 1}"]
     m = rig.metrics()

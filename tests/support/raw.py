@@ -89,9 +89,12 @@ class RawClient:
             out, self.buf = self.buf, b""
             return _INFO_RE.sub(b"", out)
 
-    def drain_available(self, quiet: float = 0.2) -> bytes:
-        """What arrives until ``quiet`` seconds pass with nothing new (for asserting 'nothing more')."""
+    def drain_available(self, quiet: float = 0.2, timeout: float = 5.0) -> bytes:
+        """What arrives until ``quiet`` seconds pass with nothing new (for asserting 'nothing more');
+        TimeoutError if data keeps coming for ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
         while self._fill(time.monotonic() + quiet):
-            pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"data still arriving after {timeout}s; have {len(self.buf)} bytes")
         out, self.buf = self.buf, b""
         return _INFO_RE.sub(b"", out)

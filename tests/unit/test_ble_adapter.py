@@ -133,21 +133,21 @@ def test_bleak_is_imported_only_by_a_running_ble_adapter(tmp_path: Path) -> None
         "import asyncio, sys\n"
         "from edge.config import load_settings\n"
         "from edge.runtime.broker import Broker\n"
+        "from tests.support.waiting import async_wait_for\n"
         f"load_settings({str(tmp_path / 'ble.toml')!r})\n"
         "assert 'bleak' not in sys.modules, 'config parse imported bleak'\n"
         "async def main():\n"
         f"    b = Broker(load_settings({str(tmp_path / 'plain.toml')!r}))\n"
         "    await b.start()\n"
         "    try:\n"
-        "        for _ in range(500):\n"  # until the demo adapter has published (bounded)
-        "            if b.adapters.snapshot() and b.adapters.snapshot()[0]['readings']: break\n"
-        "            await asyncio.sleep(0.01)\n"
-        "        else: raise SystemExit('demo adapter published nothing')\n"
+        "        await async_wait_for(lambda: b.adapters.snapshot() and b.adapters.snapshot()[0]['readings'], 5,\n"
+        "                             'the demo adapter to publish')\n"
         "    finally:\n"
         "        await b.stop(1.0)\n"
         "    assert 'bleak' not in sys.modules, 'broker imported bleak'\n"
         "asyncio.run(main())\n"
         "print('ok')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    root = Path(__file__).resolve().parents[2]  # the repository: ``tests`` imports from there
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=root)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr

@@ -22,6 +22,7 @@ from edge.store import _files as files
 from edge.store.async_outbox import AsyncOutbox
 from edge.store.log import DISK_FULL, DISK_PROBE_MIN, Outbox, OutboxOptions
 from edge.store.record import Record, encode_record
+from tests.support.waiting import wait_for
 
 SUBJ = b"telemetry.gw1.temp"
 FRAME = len(encode_record(1, 0, SUBJ, b"", b"", b"p" * 100))  # 150 bytes
@@ -266,10 +267,8 @@ def test_probes_back_off_and_resume_by_themselves(tmp_path: Path) -> None:
         fill(box, 1)
         assert box.flush(10)
         io.probes.clear()
-        deadline = time.monotonic() + 10
-        while len(io.probes) < 3:  # the writer probes on its own schedule: 0.25 s, 0.5 s, 1 s, ...
-            assert time.monotonic() < deadline, "the writer did not probe by itself"
-            time.sleep(0.02)
+        # the writer probes on its own schedule: 0.25 s, 0.5 s, 1 s, ...
+        wait_for(lambda: len(io.probes) >= 3, 10, "the writer to probe three times by itself", interval=0.02)
         with io.lock:
             t = list(io.probes)
         gaps = [b - a for a, b in itertools.pairwise(t)]
@@ -277,10 +276,7 @@ def test_probes_back_off_and_resume_by_themselves(tmp_path: Path) -> None:
         assert gaps[0] >= DISK_PROBE_MIN * 2 * 0.95 and gaps[1] >= DISK_PROBE_MIN * 4 * 0.95, gaps
         del io.fail["write"]
         io.free = 1 << 30
-        deadline = time.monotonic() + 10
-        while box.stats().disk_full:
-            assert time.monotonic() < deadline, "did not resume"
-            time.sleep(0.02)
+        wait_for(lambda: not box.stats().disk_full, 10, "the outbox to resume", interval=0.02)
         assert fill(box, 1) == [2]
     finally:
         box.close()
