@@ -6,20 +6,31 @@ longer one is a 431), no request bodies (a 413 when one is announced), and an id
 connection. Responses are built synchronously on the loop from in-memory counters, so a request
 never waits on I/O. A malformed request gets a 400, an unknown path 404, another method 405; a bug in
 an endpoint is a 500 and a logged traceback, never a dead listener.
+
+``/`` is the status page (edge.monitoring.statuspage: its assets and ``/statusz``, the JSON it polls).
+With ``[monitoring] auth = true`` every path needs HTTP basic auth over the broker's users, checked by
+the client port's authenticator (same users, bcrypt, per-address backoff; a bcrypt check runs in a
+worker thread while the connection waits); with ``tls = true`` the port speaks HTTPS.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
+import gzip
 import json
 import logging
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
 import h11
 
+from edge.errors import ListenError
 from edge.monitoring import endpoints as ep
+from edge.monitoring import statuspage
 from edge.monitoring.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from edge.monitoring.metrics import render_metrics
 
@@ -31,12 +42,13 @@ MAX_CONNECTIONS: Final = 32
 MAX_REQUEST_HEAD: Final = 8 * 1024
 IDLE_TIMEOUT: Final = 10.0
 _JSON: Final = "application/json"
+_COMPRESSED: Final = frozenset({"/", "/app.js", "/style.css", "/statusz"})
 
 Response = tuple[int, str, bytes]
 
 
 class MonitoringServer:
-    """Serves /varz /connz /subsz /leafz /routez /healthz /metrics /devicez for one broker."""
+    """Serves the status page (/) and /varz /connz /subsz /leafz /routez /healthz /metrics /devicez /statusz."""
 
     def __init__(self, broker: ep.MonitoredBroker, loop: asyncio.AbstractEventLoop) -> None:
         self.broker = broker
@@ -46,8 +58,18 @@ class MonitoringServer:
         self.rejected = 0
         self.port = 0
         self._server: asyncio.Server | None = None
+        mon = broker.settings.sections.get("monitoring")
+        self.auth_required = bool(mon is not None and mon.auth)
+        self.history = statuspage.StatusHistory(mon.history_step if mon is not None else 30.0)
+        self.recent_log = statuspage.RecentLog()
+        self._sampler: asyncio.TimerHandle | None = None
+        self._probe: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # bcrypt checks and disk probes in worker threads
         self._routes: dict[str, Callable[[dict[str, str]], Response]] = {
-            "/": self._index,
+            "/": lambda q: (200, *statuspage.asset("index.html")),
+            "/app.js": lambda q: (200, *statuspage.asset("app.js")),
+            "/style.css": lambda q: (200, *statuspage.asset("style.css")),
+            "/statusz": lambda q: _compact(statuspage.statusz(self.broker, self.history, self.recent_log, q)),
             "/varz": lambda q: _json(200, ep.varz(self.broker, self.http_req_stats)),
             "/connz": lambda q: _json(200, ep.connz(self.broker, q)),
             "/subsz": lambda q: _json(200, ep.subsz(self.broker, q)),
@@ -60,15 +82,56 @@ class MonitoringServer:
         }
 
     async def start(self, host: str, port: int) -> int:
-        """Bind and return the port (``port`` 0 or -1 picks a free one)."""
-        self._server = await self.loop.create_server(
-            lambda: _HttpConnection(self), host=host, port=max(port, 0), reuse_address=True, backlog=64
-        )
+        """Bind and return the port (``port`` 0 or -1 picks a free one); ListenError if it cannot."""
+        await asyncio.to_thread(statuspage.load_assets)  # package files: read once, off the loop
+        tls_kw: dict[str, Any] = {}
+        mon = self.broker.settings.sections.get("monitoring")
+        if mon is not None and mon.tls:
+            from edge.security.tls import build_server_context
+
+            tls = self.broker.settings.sections["tls"]
+            # The broker's certificate; a browser has no client certificate, so none is asked for.
+            ctx = build_server_context(dataclasses.replace(tls, verify=False, map_users=False))
+            tls_kw = {"ssl": ctx, "ssl_handshake_timeout": tls.timeout}
+        try:
+            self._server = await self.loop.create_server(
+                lambda: _HttpConnection(self), host=host, port=max(port, 0), reuse_address=True, backlog=64, **tls_kw
+            )
+        except OSError as exc:
+            raise ListenError.monitoring(host, port, exc) from exc
         self.port = int(self._server.sockets[0].getsockname()[1])
-        log.info("Starting http monitor on http://%s:%d", host, self.port)
+        self.recent_log.install()
+        self._sample()
+        scheme = "https" if tls_kw else "http"
+        log.info("Starting http monitor on %s://%s:%d%s", scheme, host, self.port,
+                 " (basic auth)" if self.auth_required else "")
         return self.port
 
+    def _sample(self) -> None:
+        """Every history step: the outbox depth and CPU go into the status page's history."""
+        try:
+            self.history.sample(self.broker)
+        except Exception:  # a sampling bug must not stop the timer
+            log.exception("status page history sample failed")
+        directory = getattr(self.broker.outbox, "directory", None)
+        if directory and (self._probe is None or self._probe.done()):  # one at a time: a stuck card must not pile
+            self._probe = self.spawn(self.history.probe_disk(directory))  # them up
+        self._sampler = self.loop.call_later(self.history.step, self._sample)
+
+    def spawn(self, coro: Any) -> asyncio.Task[None]:
+        """Run ``coro`` as a task owned by the server (cancelled by stop())."""
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     async def stop(self, timeout: float = 1.0) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            self._sampler = None
+        self.recent_log.remove()
+        for task in list(self._tasks):
+            task.cancel()
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
@@ -101,14 +164,46 @@ class MonitoringServer:
             log.exception("monitoring endpoint %s failed", path)
             return _json(500, {"error": "internal error"})
 
-    def _index(self, query: dict[str, str]) -> Response:
-        links = "".join(f'<a href="{p}">{p}</a><br>\n' for p in sorted(self._routes) if p != "/")
-        return 200, "text/html; charset=utf-8", f"<html><body>\n{links}</body></html>\n".encode()
+    def authorize(self, headers: list[tuple[bytes, bytes]], peer: Any) -> bool | Any:
+        """True when no auth is configured or the request's basic credentials are a broker user's; False
+        otherwise; or a BcryptCheck to run off the loop (then ``record`` it and ask again)."""
+        if not self.auth_required:
+            return True
+        authenticator = self.broker.server.authenticator  # the current one: a reload replaces it
+        value = next((v for k, v in headers if k == b"authorization"), b"")
+        scheme, _, encoded = value.partition(b" ")
+        if authenticator is None or scheme.lower() != b"basic":
+            return False
+        try:
+            user, sep, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        if not sep:
+            return False
+        host, port = (peer[0], peer[1]) if isinstance(peer, tuple) else ("?", 0)
+        options = {"auth_token": password} if authenticator.auth.token is not None else {"user": user, "pass": password}
+        return authenticator.authenticate(_Peer(host, port), options, may_defer=True)
+
+
+@dataclasses.dataclass
+class _Peer:
+    """The HTTP client as the authenticator sees a connection (address for the backoff, cid 0)."""
+
+    host: str
+    port: int
+    cid: int = 0
+    user: str | None = None
+    permissions: Any = None
 
 
 def _json(status: int, body: dict[str, Any]) -> Response:
     # nats-server indents its monitoring JSON with two spaces.
     return status, _JSON, json.dumps(body, indent=2).encode() + b"\n"
+
+
+def _compact(body: dict[str, Any]) -> Response:
+    # The status page's poll: compact, since it may cross a slow link every few seconds.
+    return 200, _JSON, json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
 class _HttpConnection(asyncio.Protocol):
@@ -183,11 +278,46 @@ class _HttpConnection(asyncio.Protocol):
 
     def _respond(self) -> None:
         request = self._request
+        assert request is not None and self.transport is not None
+        verdict = self.server.authorize(request.headers, self.transport.get_extra_info("peername"))
+        if not isinstance(verdict, bool):  # a bcrypt check: h11 holds further requests (PAUSED) meanwhile
+            self.server.spawn(self._check_then_respond(verdict))
+            return
+        self._finish(verdict)
+
+    async def _check_then_respond(self, check: Any) -> None:
+        ok = await asyncio.to_thread(check.run)
+        authenticator = self.server.broker.server.authenticator
+        if self.transport is None or authenticator is None:
+            return
+        authenticator.record(check, ok)
+        request = self._request
+        assert request is not None
+        verdict = self.server.authorize(request.headers, self.transport.get_extra_info("peername"))
+        self._finish(verdict is True)
+        self._drain()  # requests pipelined behind this one
+
+    def _finish(self, authorized: bool) -> None:
+        request = self._request
         assert request is not None
         method = request.method.decode("ascii", errors="replace")
         target = request.target.decode("ascii", errors="replace")
-        status, content_type, body = self.server.handle(method, target)
-        self._send(status, content_type, body, head_only=method == "HEAD")
+        if authorized:
+            status, content_type, body = self.server.handle(method, target)
+            extra: list[tuple[str, str]] = []
+            if urlsplit(target).path in _COMPRESSED and len(body) > 1024:
+                # The status page's files and poll, which may cross a slow link: gzip when accepted (~8x on
+                # its JSON). The nats-server-shaped endpoints stay byte-exact and uncompressed.
+                extra.append(("Vary", "Accept-Encoding"))
+                accepted = b"".join(v for k, v in request.headers if k == b"accept-encoding")
+                if b"gzip" in accepted.lower():
+                    body = gzip.compress(body, compresslevel=1, mtime=0)
+                    extra.append(("Content-Encoding", "gzip"))
+            self._send(status, content_type, body, head_only=method == "HEAD", extra=extra)
+        else:
+            body = json.dumps({"error": "authentication required"}).encode()
+            self._send(401, _JSON, body, head_only=method == "HEAD",
+                       extra=[("WWW-Authenticate", 'Basic realm="nats-edge", charset="UTF-8"')])
         if self.h11.our_state is h11.MUST_CLOSE or self.h11.their_state is h11.MUST_CLOSE:
             self.close()
             return
@@ -196,14 +326,19 @@ class _HttpConnection(asyncio.Protocol):
         except h11.LocalProtocolError:
             self.close()
 
-    def _send(self, status: int, content_type: str, body: bytes, *, head_only: bool = False) -> None:
+    def _send(
+        self, status: int, content_type: str, body: bytes, *, head_only: bool = False,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> None:
         assert self.transport is not None
         headers = [
             ("Content-Type", content_type),
             ("Content-Length", str(len(body))),
             ("Cache-Control", "no-cache"),
+            *(extra or ()),
         ]
-        out = self.h11.send(h11.Response(status_code=status, headers=headers))
+        # h11 sends an empty reason phrase unless given one; curl and browsers show it, so give the standard one.
+        out = self.h11.send(h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase))
         if not head_only:
             out = (out or b"") + (self.h11.send(h11.Data(data=body)) or b"")
         out = (out or b"") + (self.h11.send(h11.EndOfMessage()) or b"")
