@@ -12,6 +12,10 @@ A line that is not UTF-8, not JSON (RFC 8259: NaN/Infinity are rejected), nested
 recursion limit, not an object, or whose time field is unusable, is counted in ``lines_bad`` and
 skipped (its bytes added to ``bytes_dropped``). Overlong lines are counted in ``overflows`` (see
 ``LineBuffer``). ``feed`` never raises.
+
+A line carrying ``cid`` and ``ok`` is a device's answer to a command (:mod:`firmware_bridge.commands`):
+``feed`` returns it as a :class:`~firmware_bridge.commands.CommandReply` among the readings, in order,
+counted in ``replies``, never as readings.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from firmware_bridge._linebuf import DEFAULT_MAX_LINE, LineBuffer
+from firmware_bridge.commands import CID_FIELD, CommandReply, parse_reply
 from firmware_bridge.readings import Reading, is_str_table
 
 __all__ = ["JsonlDecoder"]
@@ -95,6 +100,7 @@ class JsonlDecoder:
         self._lines = LineBuffer(max_line)
         self.lines_ok = 0
         self.lines_bad = 0
+        self.replies = 0
 
     @property
     def bytes_dropped(self) -> int:
@@ -104,18 +110,24 @@ class JsonlDecoder:
     def overflows(self) -> int:
         return self._lines.overflows
 
+    @property
+    def pending(self) -> int:
+        """Bytes of the device's incomplete line held (0 = between lines: a good time to write to it)."""
+        return self._lines.pending
+
     def counters(self) -> dict[str, int]:
         """Snapshot of all counters, for metrics."""
         return {
             "lines_ok": self.lines_ok,
             "lines_bad": self.lines_bad,
+            "replies": self.replies,
             "bytes_dropped": self.bytes_dropped,
             "overflows": self.overflows,
         }
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[Reading]:
-        """Consume ``data``; return the readings of every complete, valid line, in order."""
-        out: list[Reading] = []
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Reading | CommandReply]:
+        """Consume ``data``; return the readings (and command replies) of every complete, valid line, in order."""
+        out: list[Reading | CommandReply] = []
         for line in self._lines.feed(data):
             readings = self._decode(line)
             if readings is None:
@@ -126,7 +138,7 @@ class JsonlDecoder:
                 out.extend(readings)
         return out
 
-    def _decode(self, line: bytes) -> list[Reading] | None:
+    def _decode(self, line: bytes) -> list[Reading | CommandReply] | None:
         try:
             obj = json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
         except (UnicodeDecodeError, ValueError, RecursionError):
@@ -135,6 +147,12 @@ class JsonlDecoder:
             return None
         if not isinstance(obj, dict):
             return None
+        if CID_FIELD in obj and "ok" in obj:
+            reply = parse_reply(obj)
+            if reply is None:
+                return None
+            self.replies += 1
+            return [reply]
         device: str | None = None
         if self.device_field is not None:
             raw_dev = obj.get(self.device_field)
@@ -147,7 +165,7 @@ class JsonlDecoder:
             ts = _parse_ts(obj[self.ts_field])
             if ts is None:
                 return None
-        readings: list[Reading] = []
+        readings: list[Reading | CommandReply] = []
         if self.channels is None:
             skip = {self.device_field, self.ts_field}
             for key, value in obj.items():

@@ -74,6 +74,11 @@ class LinesDecoder:
     def overflows(self) -> int:
         return self._lines.overflows
 
+    @property
+    def pending(self) -> int:
+        """Bytes of the device's incomplete line held (0 = between lines: a good time to write to it)."""
+        return self._lines.pending
+
     def counters(self) -> dict[str, int]:
         """Snapshot of all counters, for metrics."""
         return {

@@ -16,7 +16,15 @@ Renderings: ``nats``: ``CONNECT`` once, then one ``PUB <prefix>.<channel>`` per 
 body ``{"value":..,"unit":..,"ts":..}``; ``frames``: the same ops, one per COBS+CRC frame; ``jsonl``:
 one object per sample; ``nmea``: GGA + RMC with correct checksums; ``lines``: ``T=.. H=.. P=.. B=..``,
 matched by ``LINES_PATTERN``. ``codec_options()`` returns the matching ``get_codec`` options and
-``config_block(port)`` the ready-to-paste ``[[adapters.serial]]`` TOML table that reads this device.
+``config_block(port)`` the ready-to-paste ``[[adapters.serial]]`` TOML table that reads (and, for
+``lines``, commands) this device.
+
+Commands (``jsonl``/``lines``; :mod:`firmware_bridge.commands`): the simulated device has a relay.
+``receive`` takes the gateway's command lines and returns the reply lines (jsonl). Actions (``ACTIONS``):
+``relay`` ``{"on": true}`` -> ``{"relay": true}``; ``toggle`` -> ``{"relay": <new state>}``; ``read`` ->
+the last sample's values. Another action is answered ``unsupported``, a bad ``on`` ``bad_arguments``.
+``lines`` devices take ``RELAY 1``/``RELAY 0`` (``LINES_COMMAND_TEMPLATE``) and answer nothing. Every
+command taken is appended to ``commands`` (``(action, args)``), so a test can see what arrived.
 """
 
 from __future__ import annotations
@@ -27,16 +35,20 @@ import random
 from datetime import UTC, datetime
 from typing import Final, Literal
 
+from firmware_bridge._linebuf import LineBuffer
+from firmware_bridge.commands import encode_reply, parse_command
 from firmware_bridge.frames import FrameDecoder, encode_frame
 from firmware_bridge.nats import PONG, Ping, ServerOpParser, encode_connect, encode_pub
 from firmware_bridge.nmea import KNOT_MS, nmea_checksum
 
-__all__ = ["LINES_PATTERN", "UNITS", "SimCodec", "Simulator"]
+__all__ = ["ACTIONS", "LINES_COMMAND_TEMPLATE", "LINES_PATTERN", "UNITS", "SimCodec", "Simulator"]
 
 SimCodec = Literal["nats", "frames", "jsonl", "nmea", "lines"]
 UNITS: Final = {"temperature": "°C", "humidity": "%", "pressure": "hPa", "battery": "%"}
 LINES_PATTERN: Final = r"^T=(?P<temperature>\S+) H=(?P<humidity>\S+) P=(?P<pressure>\S+) B=(?P<battery>\S+)$"
 _CODECS: Final = ("nats", "frames", "jsonl", "nmea", "lines")
+ACTIONS: Final = ("relay", "toggle", "read")
+LINES_COMMAND_TEMPLATE: Final = "RELAY {on}"
 _M_PER_DEG_LAT: Final = 111_320.0  # mean metres per degree of latitude (WGS-84, rounded)
 _BATTERY_PER_S: Final = 100 / (55 * 3600)
 
@@ -82,6 +94,10 @@ class Simulator:
         self._speed_ms = 1.4
         self._parser = ServerOpParser(max_payload=64 * 1024)
         self._frames_in = FrameDecoder()
+        self._lines_in = LineBuffer()
+        self.relay = False
+        self.latest: dict[str, float] = {}
+        self.commands: list[tuple[str, dict[str, object]]] = []
 
     def codec_options(self) -> dict[str, object]:
         """Options for ``firmware_bridge.codecs.get_codec(self.codec, ...)`` that decode this output."""
@@ -104,6 +120,8 @@ class Simulator:
         opts = self.codec_options()
         if opts:
             lines.append(f"codec_options = {_toml(opts)}")
+        if self.codec == "lines":  # (a jsonl port takes every action without configuration)
+            lines += ['actions = ["relay"]', f"command_template = {_toml(LINES_COMMAND_TEMPLATE)}"]
         return "\n".join(lines) + "\n"
 
     def hello(self) -> bytes:
@@ -113,12 +131,43 @@ class Simulator:
         return self._op(encode_connect(self.device, lang="sim"))
 
     def receive(self, data: bytes) -> bytes:
-        """Consume bytes from the gateway; return the reply to write (PONG per PING), else b""."""
-        if self.codec not in ("nats", "frames"):
+        """Consume bytes from the gateway; return the reply to write: PONG per PING (nats/frames), a reply
+        line per command (jsonl), else b""."""
+        if self.codec in ("jsonl", "lines"):
+            return b"".join(self._command_line(line) for line in self._lines_in.feed(data))
+        if self.codec == "nmea":
             return b""
         if self.codec == "frames":
             data = b"".join(self._frames_in.feed(data))
         return b"".join(self._op(PONG) for op in self._parser.feed(data) if isinstance(op, Ping))
+
+    def _command_line(self, line: bytes) -> bytes:
+        if self.codec == "lines":
+            text = line.decode("utf-8", "replace").split()
+            if len(text) == 2 and text[0] == "RELAY" and text[1] in ("0", "1"):
+                self.relay = text[1] == "1"
+                self.commands.append(("relay", {"on": self.relay}))
+            return b""
+        try:
+            parsed = parse_command(json.loads(line))
+        except ValueError:
+            return b""
+        if parsed is None:
+            return b""
+        action, args, cid = parsed
+        self.commands.append((action, args))
+        if action == "relay":
+            on = args.get("on")
+            if not isinstance(on, bool):
+                return encode_reply(cid, False, error="'on' must be true or false", code="bad_arguments")
+            self.relay = on
+            return encode_reply(cid, True, {"relay": self.relay})
+        if action == "toggle":
+            self.relay = not self.relay
+            return encode_reply(cid, True, {"relay": self.relay})
+        if action == "read":
+            return encode_reply(cid, True, dict(self.latest))
+        return encode_reply(cid, False, error=f"unknown action {action!r}", code="unsupported")
 
     def sample(self, now: float) -> dict[str, float]:
         """Advance the models to ``now`` and return the channel values (rounded like a sensor)."""
@@ -135,12 +184,13 @@ class Simulator:
         temp = 21.0 + day + self._drift + rng.gauss(0, 0.05)
         hum = min(100.0, max(0.0, 45.0 - 1.5 * (temp - 21.0) + self._hum_drift + rng.gauss(0, 0.2)))
         self._advance_gps(dt)
-        return {
+        self.latest = {
             "temperature": round(temp, 2),
             "humidity": round(hum, 1),
             "pressure": round(self._pressure + rng.gauss(0, 0.02), 2),
             "battery": round(self._battery, 1),
         }
+        return dict(self.latest)
 
     def next_chunk(self, now: float) -> bytes:
         """Advance to ``now`` and return one sample rendered for the codec (CONNECT first, once)."""

@@ -40,8 +40,15 @@ the adapter's only door into the broker (all synchronous, call on the event loop
   gateway's device table (first heard / forgotten; configured devices are never discovered or lost).
   ``set_online`` publishes only on a transition; ``ctx.device(device)`` returns the :class:`DeviceState`
   (free-form ``extra`` dict, e.g. ``rssi``, shown in /devicez).
-- ``ctx.on_command(device, callback)`` subscribes to ``cmd.<gateway>.<kind>.<device>.*``; the callback
-  gets ``(action, Message)``; answer with ``ctx.respond(msg, payload)``.
+- ``ctx.serve_commands(handler, devices)`` is the command contract (:mod:`edge.adapters.commands`): a
+  request on ``cmd.<gateway>.<kind>.<device>.<action>`` (JSON object of arguments) runs
+  ``await handler(Command)``; its return value is answered ``{"ok": true, "result": ...}``, a raised
+  ``CommandError(code, message)`` ``{"ok": false, "error": ..., "code": ...}`` (codes
+  ``unknown_device offline unsupported bad_arguments timeout busy failed``); each command is also
+  published on ``evt.<gateway>.<kind>.<device>.command`` with its outcome. A device that is offline
+  must raise ``offline`` at once. ``Adapter.actions(device)`` names the actions in the device list.
+  (``ctx.on_command(device, callback)`` is the raw subscription underneath, for adapters that answer
+  in a format of their own; ``ctx.respond(msg, payload)`` answers it.)
 - ``ctx.publish(subject, payload)`` / ``ctx.subscribe(subject, callback)`` for anything else; they go
   through the broker's router, so local subscribers, store-and-forward and the leaf uplink apply.
 - ``ctx.server`` is the core :class:`~edge.core.server.Server` for adapters that bridge a whole client
@@ -67,7 +74,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
@@ -76,7 +83,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 from edge.protocol.subjects import gateway_token, sanitize_token
 
 if TYPE_CHECKING:
-    from edge.config.loader import KeyReporter
+    from edge.adapters.commands import CommandService, Handler
+    from edge.config.sections import KeyReporter
     from edge.core.internal import InternalClient, Message
     from edge.core.server import Server
 
@@ -162,6 +170,7 @@ class AdapterContext:
         # there (O(1)) for the status page's last values and sparklines.
         self.history: Any = None
         self._client: InternalClient | None = None
+        self.commands: CommandService | None = None
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -173,6 +182,9 @@ class AdapterContext:
 
     def close(self) -> None:
         """Drop the internal client (its subscriptions go with it). Called by the supervisor."""
+        if self.commands is not None:
+            self.commands.close()
+            self.commands = None
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -255,6 +267,23 @@ class AdapterContext:
 
         return self.subscribe(subject, deliver)
 
+    def serve_commands(
+        self, handler: Handler, devices: Iterable[str], *, timeout: float | None = None, max_in_flight: int = 64
+    ) -> CommandService:
+        """Serve the command contract for ``devices`` (``"*"`` = every device of this instance; only for a
+        kind with one instance); call again to add devices. See :mod:`edge.adapters.commands`."""
+        from edge.adapters.commands import DEFAULT_TIMEOUT, CommandService
+
+        if self.commands is None:
+            self.commands = CommandService(
+                lambda: self.client, self.gateway, self.adapter_token, handler,
+                command_template=self.templates.command, event_template=self.templates.event,
+                timeout=DEFAULT_TIMEOUT if timeout is None else timeout, max_in_flight=max_in_flight, log=self.log,
+            )
+        for device in devices:
+            self.commands.serve(device)
+        return self.commands
+
     def respond(self, msg: Message, payload: bytes) -> bool:
         if not msg.reply:
             return False
@@ -284,6 +313,10 @@ class Adapter:
         """Adapter-wide counters (drops, errors); rendered into each device's snapshot entry."""
         return {}
 
+    def actions(self, device: str) -> list[str]:
+        """The command actions ``device`` accepts (listed in /devicez and the device list); default none."""
+        return []
+
     def snapshot(self) -> list[dict[str, Any]]:
         """Device list for /devicez (edge.monitoring.providers.DeviceProvider)."""
         out = []
@@ -292,7 +325,7 @@ class Adapter:
             out.append({
                 "adapter": self.ctx.kind, "instance": self.ctx.name, "id": d.id, "name": d.name,
                 "online": d.online, "first_seen": d.first_seen, "last_seen": d.last_seen, "subject": subject,
-                "readings": d.readings, "errors": d.errors, **d.extra,
+                "readings": d.readings, "errors": d.errors, "actions": self.actions(d.id), **d.extra,
             })
         return out
 

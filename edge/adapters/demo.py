@@ -2,8 +2,9 @@
 
 ``nats-edge run --demo`` (or ``[[adapters.demo]]``) publishes, every ``interval``, one reading per
 channel (temperature, humidity, pressure, battery) of each device on ``dev.<gateway>.demo.<device>.<channel>``
-and logs one INFO line per batch. Commands: a request on ``cmd.<gateway>.demo.<device>.read`` answers
-with the latest values as JSON, ``...ping`` with ``pong``; other actions get an error object.
+and logs one INFO line per batch. Commands (the envelope of :mod:`edge.adapters.commands`): a request on
+``cmd.<gateway>.demo.<device>.read`` answers ``{"ok": true, "result": {<latest values>}}``, ``...ping``
+``{"ok": true, "result": "pong"}``; another action ``{"ok": false, "code": "unsupported", ...}``.
 
 Keys: ``devices = ["demo1"]``, ``interval = "1s"``, ``seed = 1`` (deterministic values).
 """
@@ -11,7 +12,6 @@ Keys: ``devices = ["demo1"]``, ``interval = "1s"``, ``seed = 1`` (deterministic 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -20,12 +20,13 @@ from edge.adapters.base import Adapter, sanitize_token
 from edge.config import values as v
 
 if TYPE_CHECKING:
-    from edge.config.loader import KeyReporter
-    from edge.core.internal import Message
+    from edge.adapters.commands import Command
+    from edge.config.sections import KeyReporter
 
 __all__ = ["DemoAdapter", "DemoConfig"]
 
 _KEYS: Final = frozenset({"devices", "interval", "seed"})
+ACTIONS: Final = ("read", "ping")
 MAX_DEMO_DEVICES: Final = 64
 
 
@@ -63,9 +64,9 @@ class DemoAdapter(Adapter):
             d: Simulator("jsonl", device=d, seed=None if cfg.seed is None else cfg.seed + i)
             for i, d in enumerate(cfg.devices)
         }
-        latest: dict[str, dict[str, float]] = {}
-        for device in cfg.devices:
-            ctx.on_command(device, lambda action, msg, d=device: self._command(d, action, msg, latest))
+        self.latest: dict[str, dict[str, float]] = {}
+        latest = self.latest
+        ctx.serve_commands(self._command, cfg.devices)
         ctx.log.info(
             "demo adapter: %d simulated device(s) publishing every %gs on %s",
             len(sims), cfg.interval, ctx.templates.reading,
@@ -81,12 +82,14 @@ class DemoAdapter(Adapter):
                 ctx.log.info("demo %s: %s -> %s", device, text, ctx.subject("reading", device, channel="x")[:-1] + "*")
             await asyncio.sleep(cfg.interval)
 
-    def _command(self, device: str, action: str, msg: Message, latest: dict[str, dict[str, float]]) -> None:
-        if action == "ping":
-            body: Any = "pong"
-        elif action == "read":
-            body = latest.get(device, {})
-        else:
-            body = {"error": f"unknown action {action!r}; try read or ping"}
-        payload = body.encode() if isinstance(body, str) else json.dumps(body, ensure_ascii=False).encode()
-        self.ctx.respond(msg, payload)
+    def actions(self, device: str) -> list[str]:
+        return list(ACTIONS)
+
+    async def _command(self, cmd: Command) -> Any:
+        from edge.adapters.commands import CommandError
+
+        if cmd.action == "ping":
+            return "pong"
+        if cmd.action == "read":
+            return self.latest.get(cmd.device, {})
+        raise CommandError("unsupported", f"unknown action {cmd.action!r}; try read or ping")

@@ -29,6 +29,12 @@ Example::
     max_backoff = "5m"
     offline_after = 3              # consecutive failures before the device is offline
 
+    [mdns.pollers.thsensor.actions.relay]   # commands: cmd.<gw>.mdns.<device>.relay {"on": true}
+    method = "POST"
+    path = "/api/relay"            # {name} placeholders take the command's arguments (URL-encoded)
+    body = '{"on": {on}}'          # ... JSON-encoded here
+    result = "relay"               # JSON path into the reply ("" = all of it)
+
     [mdns.pollers.shelly]          # overrides for the built-in Shelly Gen2 poller (path and fields fixed)
     interval = "5s"
 """
@@ -38,8 +44,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from edge.adapters.mdns.actions import METHODS, HttpAction
 from edge.config import values as v
-from edge.config.loader import KeyReporter, register_section
+from edge.config.sections import KeyReporter, register_section
 
 __all__ = ["MatcherSettings", "MdnsSettings", "PollerSettings", "parse_mdns"]
 
@@ -49,8 +56,9 @@ _KNOWN: Final = frozenset({
 })
 _MATCHER_KEYS: Final = frozenset({"type", "name", "properties", "kind", "poller"})
 _POLLER_KEYS: Final = frozenset({
-    "kind", "path", "fields", "interval", "timeout", "max_backoff", "offline_after", "max_bytes",
+    "kind", "path", "fields", "interval", "timeout", "max_backoff", "offline_after", "max_bytes", "actions",
 })
+_ACTION_KEYS: Final = frozenset({"method", "path", "body", "result"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +81,7 @@ class PollerSettings:
     max_backoff: float = 300.0
     offline_after: int = 3
     max_bytes: int = 256 * 1024
+    actions: tuple[HttpAction, ...] = ()  # generic pollers: the device's command table
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,9 +165,34 @@ def _parse_poller(name: str, table: Any, rep: KeyReporter) -> PollerSettings:
         raise prep.error("path", f"must start with '/', got {kw['path']!r}")
     if kw["kind"] == "generic" and not kw.get("fields"):
         raise prep.error("fields", "a generic poller needs at least one field")
-    if kw["kind"] == "shelly" and ("path" in kw or "fields" in kw):
-        raise prep.error("path" if "path" in kw else "fields", "the shelly poller's path and fields are built in")
+    if kw["kind"] == "shelly" and ("path" in kw or "fields" in kw or "actions" in t):
+        key = "path" if "path" in kw else "fields" if "fields" in kw else "actions"
+        raise prep.error(key, "the shelly poller's path, fields and actions are built in")
+    if "actions" in t:
+        arep = prep.child("actions")
+        actions = prep.require_table(t["actions"], "actions")
+        kw["actions"] = tuple(_parse_action(a, at, arep) for a, at in actions.items())
     return PollerSettings(**kw)
+
+
+def _parse_action(name: str, table: Any, rep: KeyReporter) -> HttpAction:
+    t = rep.require_table(table, name)
+    arep = rep.child(name)
+    arep.reject_unknown(t, _ACTION_KEYS)
+    if not name or any(c in name for c in ". *>\t"):
+        raise rep.error(name, "an action name must be a valid subject token")
+    if "path" not in t:
+        raise arep.error("path", "required: the HTTP path, e.g. \"/api/relay\"")
+    kw: dict[str, Any] = {"name": name, "path": arep.read(t, "path", v.read_str)}
+    if not kw["path"].startswith("/"):
+        raise arep.error("path", f"must start with '/', got {kw['path']!r}")
+    if "method" in t:
+        kw["method"] = arep.read(t, "method", _read_choice, choices=METHODS)
+    if "body" in t:
+        kw["body"] = arep.read(t, "body", v.read_str)
+    if "result" in t:
+        kw["result"] = arep.read(t, "result", v.read_str, allow_empty=True)
+    return HttpAction(**kw)
 
 
 def _read_choice(value: Any, *, choices: tuple[str, ...]) -> str:

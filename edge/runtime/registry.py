@@ -9,10 +9,18 @@ bounded, synchronous object with no broker imports; :meth:`DeviceRegistry.attach
 ``edge.<gateway>.devices`` through an internal client.
 
 Request: any payload; an optional JSON object filters: ``{"adapter": "mdns", "state": "online"}``.
-Reply: ``{"gateway": .., "devices": [{"adapter", "device", "state", "first_seen", "last_seen", "info"}],
-"count": n, "evicted": n}`` with times as ISO-8601 UTC strings; devices sorted by adapter then id. A
+Reply: ``{"gateway": .., "devices": [{"adapter", "device", "state", "first_seen", "last_seen", "actions",
+"info"}], "count": n, "evicted": n}``; ``actions`` lists the command actions the device accepts (on
+``cmd.<gateway>.<adapter>.<device>.<action>``; an adapter reports them under the ``actions`` key), with
+times as ISO-8601 UTC strings; devices sorted by adapter then id. A
 reply that would exceed max_payload lists the first devices that fit and says ``"truncated": n``.
 When full, the least recently seen device is evicted (counted).
+
+The attached registry also answers commands nobody owns: a request on ``cmd.<gateway>.>`` that no other
+subscription matches (no adapter serves that device, no device subscribed) gets the command envelope
+``{"ok": false, "code": "unknown_device", ...}`` instead of no-responders, so every command gets the
+one envelope. Where anything else matches the subject (an adapter, a device, a monitor of ``cmd.>``,
+a hub's interest over the leaf) the registry stays silent.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_DEVICES: Final = 4096
 # Provider snapshot keys that become the reply's own fields; the rest go into "info".
-_PROVIDER_KEYS: Final = frozenset({"adapter", "id", "online", "first_seen", "last_seen"})
+_PROVIDER_KEYS: Final = frozenset({"adapter", "id", "online", "first_seen", "last_seen", "actions"})
 
 
 def iso_ts(epoch: float) -> str:
@@ -64,7 +72,8 @@ class DeviceRecord:
             "state": self.state,
             "first_seen": iso_ts(self.first_seen),
             "last_seen": iso_ts(self.last_seen),
-            "info": self.info,
+            "actions": list(self.info.get("actions", ())),
+            "info": {k: v for k, v in self.info.items() if k != "actions"},
         }
 
 
@@ -82,7 +91,9 @@ class DeviceRegistry:
         self._devices: OrderedDict[tuple[str, str], DeviceRecord] = OrderedDict()
         self.evicted = 0
         self.requests = 0
+        self.unowned_commands = 0
         self._client: InternalClient | None = None
+        self._cmd_sub: Any = None
 
     def __len__(self) -> int:
         return len(self._devices)
@@ -164,6 +175,7 @@ class DeviceRegistry:
                         "state": "online" if item.get("online") else "offline",
                         "first_seen": iso_ts(first) if isinstance(first, int | float) else None,
                         "last_seen": iso_ts(last) if isinstance(last, int | float) else None,
+                        "actions": list(item.get("actions") or ()),
                         "info": info,
                     })
             except Exception:
@@ -179,11 +191,25 @@ class DeviceRegistry:
             return
         self._client = server.internal_client("device-registry")
         self._client.subscribe(registry_subject(self.gateway), self._on_request)
+        self._cmd_sub = self._client.subscribe(f"cmd.{self.gateway}.>".encode(), self._on_unowned_command)
 
     def detach(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    def _on_unowned_command(self, msg: Message) -> None:
+        client = self._client
+        if not msg.reply or client is None:
+            return
+        m = client.server.sublist.match(msg.subject)
+        if any(sub is not self._cmd_sub for sub in m.plain) or m.queues:
+            return  # someone else may answer
+        self.unowned_commands += 1
+        tokens = msg.subject.decode(errors="replace").split(".")
+        body = {"ok": False, "error": f"no adapter of gateway {self.gateway} serves {'.'.join(tokens[2:4])!r}",
+                "code": "unknown_device"}  # the envelope of edge.adapters.commands
+        client.publish(msg.reply, json.dumps(body, separators=(",", ":")).encode())
 
     def _on_request(self, msg: Message) -> None:
         self.requests += 1

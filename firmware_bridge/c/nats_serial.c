@@ -383,6 +383,72 @@ int nats_serial_respond(nats_serial_t *ns, const nats_serial_msg_t *msg, const u
     return nats_serial_publish(ns, msg->reply, NULL, data, len);
 }
 
+/* ---- commands (the gateway's envelope, edge.adapters.commands) -------------------------------- */
+
+/* JSON text that needs no escaping: no '"', '\\' or control characters. */
+static int json_plain(const char *s) {
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\' || (unsigned char)*s < 0x20) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* PUB <reply> <len> of the pieces, then the pieces: the envelope is streamed, never buffered. */
+static int respond_parts(nats_serial_t *ns, const nats_serial_msg_t *msg, const char *const *parts, size_t n) {
+    size_t i, len = 0;
+    if (ns == NULL || msg == NULL || msg->reply == NULL) {
+        return NATS_SERIAL_ERR_ARG;
+    }
+    for (i = 0; i < n; i++) {
+        len += strlen(parts[i]);
+    }
+    op_begin(ns);
+    out_str(ns, "PUB ");
+    out_str(ns, msg->reply);
+    out_str(ns, " ");
+    out_u32(ns, (uint32_t)len);
+    out_str(ns, "\r\n");
+    for (i = 0; i < n; i++) {
+        out_str(ns, parts[i]);
+    }
+    out_str(ns, "\r\n");
+    op_end(ns);
+    ns->stats.msgs_out++;
+    return NATS_SERIAL_OK;
+}
+
+const char *nats_serial_command_action(const nats_serial_msg_t *msg) {
+    const char *dot;
+    if (msg == NULL || msg->subject == NULL) {
+        return "";
+    }
+    dot = strrchr(msg->subject, '.');
+    return dot != NULL ? dot + 1 : msg->subject;
+}
+
+int nats_serial_reply_ok(nats_serial_t *ns, const nats_serial_msg_t *msg, const char *result_json) {
+    const char *parts[3];
+    parts[0] = "{\"ok\":true,\"result\":";
+    parts[1] = result_json != NULL && *result_json ? result_json : "null";
+    parts[2] = "}";
+    return respond_parts(ns, msg, parts, 3);
+}
+
+int nats_serial_reply_error(nats_serial_t *ns, const nats_serial_msg_t *msg, const char *code, const char *error) {
+    const char *parts[5];
+    if (code == NULL || error == NULL || !json_plain(code) || !json_plain(error)) {
+        return NATS_SERIAL_ERR_ARG;
+    }
+    parts[0] = "{\"ok\":false,\"error\":\"";
+    parts[1] = error;
+    parts[2] = "\",\"code\":\"";
+    parts[3] = code;
+    parts[4] = "\"}";
+    return respond_parts(ns, msg, parts, 5);
+}
+
 /* ---- receive -------------------------------------------------------------------------------- */
 
 static int parse_u32(const char *s, uint32_t *out) {

@@ -135,6 +135,19 @@ void nats_serial_tick(nats_serial_t *ns, uint32_t now_ms);
 int nats_serial_respond(nats_serial_t *ns, const nats_serial_msg_t *msg, const uint8_t *data, size_t len);
 void nats_serial_feed(nats_serial_t *ns, const uint8_t *data, size_t len);
 
+/* Commands: the gateway's one reply envelope (edge.adapters.commands). Subscribe to
+ * "cmd.<gateway>.serial.<device>.*" (or "cmd.*.serial.<device>.*"); in the callback the action is the
+ * subject's last token and the arguments are msg->data (a JSON object, "{}" when none). Answer with
+ * exactly one of:
+ *   nats_serial_reply_ok:    {"ok":true,"result":<result_json>} (JSON text; NULL = null)
+ *   nats_serial_reply_error: {"ok":false,"error":"<error>","code":"<code>"}, code one of unsupported,
+ *                            bad_arguments, busy, failed; error and code must not need JSON escaping.
+ * Both return NATS_SERIAL_ERR_ARG when the message has no reply subject. The envelope is streamed to
+ * the write callback: no buffer is needed. */
+const char *nats_serial_command_action(const nats_serial_msg_t *msg);
+int nats_serial_reply_ok(nats_serial_t *ns, const nats_serial_msg_t *msg, const char *result_json);
+int nats_serial_reply_error(nats_serial_t *ns, const nats_serial_msg_t *msg, const char *code, const char *error);
+
 /* Utilities (also used by the host tests). */
 uint16_t nats_serial_crc16(const uint8_t *data, size_t len, uint16_t crc); /* start with 0xFFFF */
 /* Encode one frame (COBS + CRC + 0x00) into out; returns its length or 0 if out_cap is too small.

@@ -6,6 +6,7 @@ what Python encodes C must decode.
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 from pathlib import Path
@@ -193,3 +194,31 @@ def test_garbage_is_survived(harness: Path, mode: str) -> None:
     lines = ["sub a - print"] + [f"feed {n.hex()} {rng.choice([0, 1, 13])}" for n in noise]
     out = script(harness, mode, [*lines, "feed 00", f"feed {tail.hex()}"], 128, 160)
     assert out[-1] == f"MSG a 1 - {b'ok'.hex()}" or out[-2] == f"MSG a 1 - {b'ok'.hex()}"
+
+
+@pytest.mark.parametrize("mode", ["plain", "frames"])
+def test_command_envelope_replies_match_the_gateway_contract(harness: Path, mode: str) -> None:
+    """A device answering commands with nats_serial_reply_ok/_error writes exactly the envelope
+    edge.adapters.commands defines (byte for byte against json.dumps of it)."""
+    subject = "cmd.gw1.serial.node7"
+    msgs = [
+        encode_pub(f"{subject}.relay", b'{"on":true}', reply="_INBOX.a.1"),
+        encode_pub(f"{subject}.relay", b'{"on":"x"}', reply="_INBOX.a.2"),
+        encode_pub(f"{subject}.dance", b"{}", reply="_INBOX.a.3"),
+        encode_pub(f"{subject}.relay", b'{"on":false}'),  # no reply subject: nothing can be answered
+    ]
+    incoming = b"".join(m.replace(b"PUB ", b"MSG ", 1).replace(b".relay ", b".relay 1 ", 1)
+                        .replace(b".dance ", b".dance 1 ", 1) for m in msgs)
+    out = script(harness, mode, [f"sub {subject}.* - command", f"feed {wire(mode, [incoming]).hex()}"])
+    assert [line for line in out if line.startswith(("ACTION", "RC"))] == [
+        "ACTION relay", "RC 0", "ACTION relay", "RC 0", "ACTION dance", "RC 0", "ACTION relay", "RC -1"]
+
+    def env(reply: str, doc: dict[str, object]) -> bytes:
+        return encode_pub(reply, json.dumps(doc, separators=(",", ":")).encode())
+
+    assert tx(out) == wire(mode, [
+        encode_sub(f"{subject}.*", 1),
+        env("_INBOX.a.1", {"ok": True, "result": {"relay": True}}),
+        env("_INBOX.a.2", {"ok": False, "error": "'on' must be true or false", "code": "bad_arguments"}),
+        env("_INBOX.a.3", {"ok": False, "error": "unknown action", "code": "unsupported"}),
+    ])

@@ -82,6 +82,7 @@ def test_jsonl_defaults_every_way() -> None:
         assert counters == {
             "lines_ok": 3,
             "lines_bad": 5,
+            "replies": 0,
             "bytes_dropped": len(b"not json[1, 2]" + b'{"t": NaN}' + b"\xff\xfe" + b'{"ts": "yesterday", "t": 1}'),
             "overflows": 0,
         }

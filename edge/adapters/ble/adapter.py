@@ -17,7 +17,7 @@ Configuration (validated at load time, bleak is not imported here)::
     backoff_min = "1s"            # scan restart / GATT reconnect backoff, doubling ...
     backoff_max = "30s"           # ... up to this
     connect_timeout = "10s"
-    max_pending_writes = 16       # write requests in flight; beyond: answered {"error": "busy"}, counted
+    max_pending_writes = 16       # write commands in flight; beyond: answered code "busy", counted
 
     [[adapters.ble.devices]]      # advertisers with a name, a BTHome key or their own timings
     address = "54:48:E6:8F:80:A5"
@@ -42,9 +42,12 @@ have no rssi, BTHome events carry ``detail`` when the event has an argument; cha
 ``CHANNELS.md``; beacon identities are ``info`` readings such as ``ibeacon_uuid``), lifecycle events
 ``evt.<gw>.ble.<device>.{online,offline,discovered,lost}`` (offline with ``reason`` "silence",
 "disconnected" or "lost"; discovered/lost only for unconfigured advertisers with ``discovery = true``,
-lost when the bounded tracking table evicts one), and for GATT devices the request subject
-``cmd.<gw>.ble.<device>.write`` with ``{"uuid": "2a06", "data": "<hex>", "response": true}`` answered by
-``{"ok": true}`` or ``{"error": "..."}``.
+lost when the bounded tracking table evicts one), and for GATT devices the command ``write`` on
+``cmd.<gw>.ble.<device>.write`` (the contract of :mod:`edge.adapters.commands`): ``{"uuid": "2a06",
+"data": "<hex>", "response": true}``, or the value as ``"text"`` (UTF-8) or as ``"value"`` packed with a
+``struct`` ``"format"`` (``{"uuid": "2a06", "value": 2, "format": "<B"}``); answered
+``{"ok": true, "result": {"written": "<hex>"}}``, ``offline`` at once when the link is down, ``busy``
+beyond ``max_pending_writes``.
 
 Presence: the scanner decides online/offline for advertisers, the GATT link for connected devices (a
 GATT device is also handed to the scanner, only so that its ``BLEDevice`` is remembered: the connect waits
@@ -57,13 +60,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import re
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from edge.adapters.base import Adapter, AdapterContext, sanitize_token
+from edge.adapters.commands import Command, CommandError
 from edge.config import values as v
 
 from .decoders import REJECT_REASONS, Measurement, StructLayout, normalize_address
@@ -74,8 +77,7 @@ from .scanner import BleScanner, DeviceConfig, ScannerConfig, default_device_id
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from edge.config.loader import KeyReporter
-    from edge.core.internal import Message
+    from edge.config.sections import KeyReporter
 
 __all__ = ["BleAdapter", "BleConfig", "BleDeviceSettings", "parse_ble"]
 
@@ -334,6 +336,39 @@ def _address_of(device_id: str) -> str | None:
     return ":".join(device_id[i : i + 2] for i in range(0, 12, 2)).upper()
 
 
+def _write_args(args: dict[str, Any]) -> tuple[str, bytes, bool]:
+    """``(uuid, bytes, response)`` of a write command; CommandError ``bad_arguments`` naming the problem."""
+    try:
+        uuid = _uuid(args.get("uuid"))
+        given = [k for k in ("data", "text", "value") if k in args]
+        if len(given) != 1:
+            raise ValueError("give the value as exactly one of 'data' (hex), 'text' or 'value' with 'format'")
+        if "data" in args:
+            if not isinstance(args["data"], str):
+                raise ValueError("'data' must be a hex string")
+            data = bytes.fromhex(args["data"])
+        elif "text" in args:
+            if not isinstance(args["text"], str):
+                raise ValueError("'text' must be a string")
+            data = args["text"].encode()
+        else:
+            fmt, value = args.get("format"), args["value"]
+            if not isinstance(fmt, str):
+                raise ValueError("'value' needs a struct 'format' such as \"<B\" or \"<h\"")
+            try:
+                data = struct.pack(fmt, *(value if isinstance(value, list) else [value]))
+            except struct.error as exc:
+                raise ValueError(f"cannot pack {value!r} as {fmt!r}: {exc}") from None
+        if len(data) > _WRITE_DATA_MAX:
+            raise ValueError(f"the value is {len(data)} bytes, at most {_WRITE_DATA_MAX}")
+        response = args.get("response", True)
+        if not isinstance(response, bool):
+            raise ValueError("'response' must be true or false")
+    except ValueError as exc:
+        raise CommandError("bad_arguments", f"bad write request: {exc}") from None
+    return uuid, data, response
+
+
 # --- the adapter
 
 class BleAdapter(Adapter):
@@ -350,14 +385,9 @@ class BleAdapter(Adapter):
         super().__init__(config, ctx)
         self.scanner: BleScanner | None = None
         self.gatt: GattManager | None = None
-        self.stats: dict[str, int] = dict.fromkeys(
-            ("commands", "command_errors", "commands_dropped", "writes_ok", "writes_failed", "readings",
-             "links_dropped"),
-            0,
-        )
+        self.stats: dict[str, int] = dict.fromkeys(("writes_ok", "writes_failed", "readings", "links_dropped"), 0)
         self._by_name = {d.name: d for d in config.devices}
         self._gatt_names = frozenset(d.name for d in config.devices if d.characteristics)
-        self._writes: set[asyncio.Task[None]] = set()
 
     # -- counters / monitoring
     def counters(self) -> dict[str, int]:
@@ -370,7 +400,10 @@ class BleAdapter(Adapter):
         if self.gatt is not None:
             out.update({f"gatt_{k}": n for k, n in dataclasses.asdict(self.gatt.stats).items()})
             out["gatt_connected"] = len(self.gatt.connected)
-        out["pending_writes"] = len(self._writes)
+        commands = self.ctx.commands
+        out["pending_writes"] = commands.in_flight if commands is not None else 0
+        if commands is not None:
+            out.update(commands.counters())
         out["devices_dropped"] = self.ctx.devices_dropped
         return out
 
@@ -432,67 +465,28 @@ class BleAdapter(Adapter):
         else:
             self.ctx.set_online(device, False, reason="disconnected")
 
-    # -- write requests
-    def _on_command(self, device: str, action: str, msg: Message) -> None:
-        self.stats["commands"] += 1
-        if action != "write":
-            self._reply_error(msg, f"unknown action {action!r} (supported: write)")
-            return
-        try:
-            body = json.loads(msg.payload)
-            if not isinstance(body, dict):
-                raise ValueError("expected a JSON object")
-            uuid = _uuid(body.get("uuid"))
-            data_hex = body.get("data")
-            if not isinstance(data_hex, str):
-                raise ValueError("'data' must be a hex string")
-            data = bytes.fromhex(data_hex)
-            if len(data) > _WRITE_DATA_MAX:
-                raise ValueError(f"'data' is {len(data)} bytes, at most {_WRITE_DATA_MAX}")
-            response = body.get("response", True)
-            if not isinstance(response, bool):
-                raise ValueError("'response' must be true or false")
-        except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
-            self._reply_error(msg, f"bad write request: {exc}")
-            return
-        if len(self._writes) >= self.config.max_pending_writes:
-            self.stats["commands_dropped"] += 1
-            self._reply_error(msg, "busy: too many writes in flight")
-            return
-        task = asyncio.get_running_loop().create_task(
-            self._write(device, uuid, data, response, msg), name=f"ble-write-{device}"
-        )
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+    # -- write commands
+    def actions(self, device: str) -> list[str]:
+        return ["write"] if device in self._gatt_names else []
 
-    async def _write(self, device: str, uuid: str, data: bytes, response: bool, msg: Message) -> None:
-        assert self.gatt is not None
+    async def _command(self, cmd: Command) -> Any:
+        """The ``write`` command (see the module docstring)."""
+        if cmd.action != "write":
+            raise CommandError("unsupported", f"unknown action {cmd.action!r} (supported: write)")
+        uuid, data, response = _write_args(cmd.args)
+        gatt = self.gatt
+        if gatt is None or cmd.device not in gatt.connected:
+            raise CommandError("offline", f"BLE device {cmd.device} is not connected")
         try:
-            await asyncio.wait_for(self.gatt.write(device, uuid, data, response=response), self.config.connect_timeout)
+            await asyncio.wait_for(gatt.write(cmd.device, uuid, data, response=response), self.config.connect_timeout)
         except GattError as exc:
             self.stats["writes_failed"] += 1
-            self._reply_error(msg, str(exc), counted=False)
+            raise CommandError("failed", str(exc)) from None
         except TimeoutError:
             self.stats["writes_failed"] += 1
-            self._reply_error(msg, f"write to {device} timed out", counted=False)
-        except Exception as exc:  # a bug below us must not leave the requester waiting or kill the adapter
-            self.stats["writes_failed"] += 1
-            self.ctx.log.exception("BLE write to %s failed unexpectedly", device)
-            self._reply_error(msg, f"write to {device} failed: {type(exc).__name__}", counted=False)
-        else:
-            self.stats["writes_ok"] += 1
-            self._reply(msg, {"ok": True})
-
-    def _reply_error(self, msg: Message, error: str, *, counted: bool = True) -> None:
-        if counted:
-            self.stats["command_errors"] += 1
-        self._reply(msg, {"error": error})
-
-    def _reply(self, msg: Message, body: dict[str, Any]) -> None:
-        try:
-            self.ctx.respond(msg, json.dumps(body, separators=(",", ":")).encode())
-        except Exception:  # the broker is shutting down; nobody to answer
-            self.ctx.log.debug("BLE: reply dropped", exc_info=True)
+            raise CommandError("timeout", f"write to {cmd.device} timed out") from None
+        self.stats["writes_ok"] += 1
+        return {"written": data.hex()}
 
     # -- lifecycle
     async def run(self) -> None:
@@ -509,8 +503,8 @@ class BleAdapter(Adapter):
             adapter=cfg.adapter, max_connections=cfg.max_connections, backoff=(cfg.backoff_min, cfg.backoff_max),
             connect_timeout=cfg.connect_timeout, resolve_device=scanner.connect_target,
         )
-        for name in sorted(self._gatt_names):
-            self.ctx.on_command(name, lambda action, msg, name=name: self._on_command(name, action, msg))
+        self.ctx.serve_commands(self._command, sorted(self._gatt_names), timeout=cfg.connect_timeout + 1.0,
+                                max_in_flight=cfg.max_pending_writes)
         try:
             await scanner.start()
             await gatt.start()
@@ -526,10 +520,6 @@ class BleAdapter(Adapter):
                     if gatt.drop_links():
                         self.stats["links_dropped"] += 1
         finally:
-            for t in list(self._writes):
-                t.cancel()
-            if self._writes:
-                await asyncio.wait(list(self._writes), timeout=_STOP_TIMEOUT)
             with contextlib.suppress(Exception):
                 await gatt.stop(timeout=_STOP_TIMEOUT)
             with contextlib.suppress(Exception):

@@ -1,7 +1,8 @@
 """A minimal, bounded HTTP/1.1 GET for JSON device APIs, on asyncio streams (stdlib only).
 
 Contract: :func:`get_json` returns the decoded JSON body of a ``200`` answer or raises
-:class:`PollError` (with a short ``reason`` usable as a counter name). The whole exchange is bounded by
+:class:`PollError` (with a short ``reason`` usable as a counter name); :func:`request_json` (commands:
+any method, a body) returns ``(status, decoded JSON or None)`` for any status. The whole exchange is bounded by
 ``timeout`` seconds and the response by ``max_bytes``; ``Connection: close`` so no pooling is needed.
 Response parsing (:func:`parse_response`) is pure and tested with bytes.
 """
@@ -14,7 +15,7 @@ from typing import Any, Final
 
 from edge.errors import EdgeError
 
-__all__ = ["DEFAULT_MAX_BYTES", "PollError", "get_json", "parse_response"]
+__all__ = ["DEFAULT_MAX_BYTES", "PollError", "get_json", "parse_response", "request_json", "split_response"]
 
 DEFAULT_MAX_BYTES: Final = 256 * 1024
 _MAX_HEADER: Final = 16 * 1024
@@ -53,6 +54,14 @@ def _dechunk(body: bytes) -> bytes:
 
 def parse_response(data: bytes) -> bytes:
     """The body of a complete HTTP/1.x ``200`` response read until EOF; raises PollError otherwise."""
+    status, body = split_response(data)
+    if status != 200:
+        raise PollError("http_status", str(status))
+    return body
+
+
+def split_response(data: bytes) -> tuple[int, bytes]:
+    """``(status, body)`` of a complete HTTP/1.x response read until EOF; raises PollError if malformed."""
     head, sep, body = data.partition(b"\r\n\r\n")
     if not sep:
         raise PollError("bad_http", "no end of headers")
@@ -61,8 +70,6 @@ def parse_response(data: bytes) -> bytes:
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
         raise PollError("bad_http", "bad status line")
     status = int(parts[1])
-    if status != 200:
-        raise PollError("http_status", str(status))
     headers: dict[bytes, bytes] = {}
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
@@ -70,7 +77,7 @@ def parse_response(data: bytes) -> bytes:
             raise PollError("bad_http", "bad header line")
         headers[name.strip().lower()] = value.strip()
     if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
-        return _dechunk(body)
+        return status, _dechunk(body)
     if b"content-length" in headers:
         try:
             length = int(headers[b"content-length"])
@@ -78,17 +85,20 @@ def parse_response(data: bytes) -> bytes:
             raise PollError("bad_http", "bad content-length") from None
         if length < 0 or len(body) < length:
             raise PollError("bad_http", "truncated body")
-        return body[:length]
-    return body
+        return status, body[:length]
+    return status, body
 
 
-async def _exchange(host: str, port: int, path: str, max_bytes: int) -> bytes:
+async def _exchange(host: str, port: int, path: str, max_bytes: int, method: str = "GET",
+                    body: bytes | None = None) -> bytes:
     reader, writer = await asyncio.open_connection(host, port, limit=_MAX_HEADER)
     try:
         host_header = f"[{host}]" if ":" in host else host
+        content = b"" if body is None else (
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n".encode("ascii"))
         writer.write(
-            f"GET {path} HTTP/1.1\r\nHost: {host_header}:{port}\r\nAccept: application/json\r\n"
-            "User-Agent: nats-edge\r\nConnection: close\r\n\r\n".encode("ascii")
+            f"{method} {path} HTTP/1.1\r\nHost: {host_header}:{port}\r\nAccept: application/json\r\n"
+            "User-Agent: nats-edge\r\nConnection: close\r\n".encode("ascii") + content + b"\r\n" + (body or b"")
         )
         await writer.drain()
         buf = bytearray()
@@ -119,3 +129,26 @@ async def get_json(host: str, port: int, path: str, *, timeout: float, max_bytes
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise PollError("bad_json") from None
+
+
+async def request_json(
+    host: str, port: int, path: str, *, method: str, body: bytes | None, timeout: float,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> tuple[int, Any]:
+    """One bounded request; ``(status, decoded JSON body or None when empty or not JSON)``. Raises
+    PollError for no answer in time (``timeout``), no connection (``unreachable``), a malformed or
+    oversized response."""
+    try:
+        async with asyncio.timeout(timeout):
+            data = await _exchange(host, port, path, max_bytes, method, body)
+    except TimeoutError:
+        raise PollError("timeout", f"no answer within {timeout:g}s") from None
+    except OSError as exc:
+        raise PollError("unreachable", str(exc)) from None
+    status, raw = split_response(data)
+    if len(raw) > max_bytes:
+        raise PollError("too_large", f"more than {max_bytes} bytes")
+    try:
+        return status, json.loads(raw) if raw.strip() else None
+    except (ValueError, UnicodeDecodeError):
+        return status, None

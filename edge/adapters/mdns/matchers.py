@@ -68,7 +68,7 @@ class TxtResult:
     dropped: int = 0  # keys beyond MAX_TXT_KEYS
 
 
-def parse_txt(properties: Mapping[bytes | str, bytes | str | None] | None) -> TxtResult:
+def parse_txt(properties: Mapping[bytes, bytes | None] | Mapping[str, str | None] | None) -> TxtResult:
     """Decode zeroconf's ``ServiceInfo.properties`` into str -> str, skipping and counting bad entries.
 
     Keys are compared case-insensitively (RFC 6763 6.4) so they are lower-cased; the first of duplicate

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from edge.protocol.subjects import sanitize_token
+
+if TYPE_CHECKING:
+    from .actions import HttpAction
 
 __all__ = [
     "SHELLY_PATH",
@@ -75,6 +78,7 @@ class PollerSpec:
     max_backoff: float = 300.0
     offline_after: int = 3  # consecutive failures before the device is reported offline
     max_bytes: int = 256 * 1024
+    actions: tuple[HttpAction, ...] = ()  # generic devices' command table (Shelly's is built in)
 
 
 def _scalar(value: Any) -> bool:

@@ -1,8 +1,9 @@
 """Wiring of the mDNS adapter into a running broker (called by edge.runtime.broker when ``[mdns]`` is on).
 
 Publishes through an internal client named ``mdns``, reports devices to the broker's device registry
-(:func:`edge.runtime.registry.ensure_registry`), answers counters on ``edge.<gateway>.mdns.stats`` and
-offers a monitoring device provider (``snapshot()``).
+(:func:`edge.runtime.registry.ensure_registry`), answers counters on ``edge.<gateway>.mdns.stats``,
+serves commands on ``cmd.<gateway>.mdns.<device>.<action>`` (:mod:`edge.adapters.commands`) and offers a
+monitoring device provider (``snapshot()``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from edge import __version__
+from edge.adapters.base import DEFAULT_COMMAND, DEFAULT_EVENT
+from edge.adapters.commands import CommandService
 from edge.protocol.subjects import gateway_token
 from edge.runtime.registry import ensure_registry
 
@@ -35,6 +38,7 @@ class MdnsRuntime:
         self.settings = settings
         self.http_port = http_port
         self.service: MdnsService | None = None
+        self.commands: CommandService | None = None
         self._client: InternalClient | None = None
 
     async def start(self) -> None:
@@ -58,6 +62,9 @@ class MdnsRuntime:
         self.service = MdnsService(self.settings, me, lambda s, p: client.publish(s, p), registry, on_hub)
         gw = gateway_token(server.server_name)
         client.subscribe(f"edge.{gw}.mdns.stats".encode(), self._on_stats)
+        self.commands = CommandService(lambda: client, gw, "mdns", self.service.command,
+                                       command_template=DEFAULT_COMMAND, event_template=DEFAULT_EVENT, log=log)
+        self.commands.serve("*")
         try:
             await self.service.start()
         except OSError as exc:  # no multicast on this host: the broker runs on without mDNS
@@ -66,6 +73,8 @@ class MdnsRuntime:
             self.service = None
 
     async def stop(self) -> None:
+        if self.commands is not None:
+            self.commands.close()
         if self.service is not None:
             await self.service.stop()
         if self._client is not None:
@@ -89,5 +98,5 @@ class MdnsRuntime:
             out.append({"adapter": "mdns", "id": dev.device, "name": p.instance, "online": online,
                         "first_seen": dev.first_seen, "last_seen": dev.last_seen,
                         "subject": f"dev.{gw}.mdns.{dev.device}", "kind": dev.kind,
-                        "addresses": list(p.addresses), "port": p.port})
+                        "addresses": list(p.addresses), "port": p.port, "actions": svc.actions_of(dev)})
         return out

@@ -13,6 +13,12 @@ Devices whose matcher names a poller get one owned polling task: readings go to
 ``offline`` (event), the next success makes it ``online`` again; failures back off exponentially up to
 ``max_backoff``. Counters are answered on ``edge.<gw>.mdns.stats``.
 
+Commands (:meth:`MdnsService.command`, served by the runtime through the contract of
+:mod:`edge.adapters.commands` on ``cmd.<gw>.mdns.<device>.<action>``): Shelly Gen2 RPC for devices with
+the ``shelly`` poller, the configured action table for generic ones (:mod:`.actions`). Each is one
+bounded HTTP request of its own (the poller's ``timeout``), so a device that hangs delays only its own
+commands; an unknown device is ``unknown_device``, a polled device that is offline ``offline`` at once.
+
 zeroconf is imported in this module only; the broker imports it only when ``[mdns]`` is enabled.
 """
 
@@ -37,8 +43,9 @@ from edge.config.mdns import MdnsSettings, PollerSettings
 from edge.protocol.subjects import gateway_token, sanitize_token
 from edge.runtime.registry import iso_ts
 
+from .actions import SHELLY_ACTIONS, generic_request, generic_result, shelly_request, shelly_result
 from .devices import DeviceTable, MdnsDevice, ServiceRecord
-from .http import PollError, get_json
+from .http import PollError, get_json, request_json
 from .matchers import (
     DEFAULT_MATCHERS,
     ServiceMatcher,
@@ -52,6 +59,7 @@ from .matchers import (
 from .readings import FieldSpec, PollerSpec, extract
 
 if TYPE_CHECKING:
+    from edge.adapters.commands import Command
     from edge.runtime.registry import DeviceRegistry
 
 __all__ = ["AdvertiseInfo", "MdnsService", "build_matchers", "build_pollers"]
@@ -66,7 +74,7 @@ MAX_CONCURRENT_POLLS: Final = 16
 MAX_ADDRESSES: Final = 8
 STOP_TIMEOUT: Final = 3.0
 
-Publish = Callable[[bytes, bytes], None]
+Publish = Callable[[bytes, bytes], object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +115,7 @@ def _poller_spec(p: PollerSettings) -> PollerSpec:
     return PollerSpec(
         p.name, kind=p.kind, path=path, fields=tuple(FieldSpec(c, jp, u) for c, jp, u in p.fields),
         interval=p.interval, timeout=p.timeout, max_backoff=p.max_backoff, offline_after=p.offline_after,
-        max_bytes=p.max_bytes,
+        max_bytes=p.max_bytes, actions=p.actions,
     )
 
 
@@ -167,6 +175,7 @@ class MdnsService:
         self._poll_gate = asyncio.Semaphore(MAX_CONCURRENT_POLLS)
         self._infos: list[AsyncServiceInfo] = []
         self._closing = False
+        self._rpc_ids = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -361,7 +370,61 @@ class MdnsService:
         else:
             ps = self._poll_state.get(dev.device)
             state = "discovered" if ps is None or ps.online is None else ("online" if ps.online else "offline")
-        self.registry.report(ADAPTER, dev.device, state, dev.as_json())
+        self.registry.report(ADAPTER, dev.device, state, {**dev.as_json(), "actions": self.actions_of(dev)})
+
+    # -- commands ----------------------------------------------------------------------------------
+
+    def actions_of(self, dev: MdnsDevice) -> list[str]:
+        """The command actions of a device: Shelly's built-in ones, a generic poller's table, or none."""
+        spec = self.pollers.get(dev.poller) if dev.poller else None
+        if spec is None:
+            return []
+        if spec.kind == "shelly":
+            return list(SHELLY_ACTIONS)
+        return [a.name for a in spec.actions]
+
+    async def command(self, cmd: Command) -> Any:
+        """The command handler (see the module docstring); raises CommandError."""
+        from edge.adapters.commands import CommandError
+
+        dev = self.table.devices.get(cmd.device)
+        if dev is None:
+            raise CommandError("unknown_device", f"no mDNS device {cmd.device!r} is known")
+        spec = self.pollers.get(dev.poller) if dev.poller else None
+        if spec is None or not self.actions_of(dev):
+            raise CommandError("unsupported", f"device {cmd.device} ({dev.kind}) takes no commands")
+        state = self._poll_state.get(dev.device)
+        if state is not None and state.online is False:
+            raise CommandError("offline", f"device {cmd.device} is offline (no answer to its polls)")
+        svc = dev.primary()
+        host = next((a for a in svc.addresses if ":" not in a), svc.addresses[0] if svc.addresses else "")
+        if not host:
+            raise CommandError("offline", f"device {cmd.device} has no address")
+        action = None
+        body: bytes | None
+        if spec.kind == "shelly":
+            self._rpc_ids += 1
+            method, path, body = "POST", "/rpc", shelly_request(cmd.action, cmd.args, self._rpc_ids)
+        else:
+            action = next((a for a in spec.actions if a.name == cmd.action), None)
+            if action is None:
+                known = ", ".join(a.name for a in spec.actions)
+                raise CommandError("unsupported", f"unknown action {cmd.action!r}; actions: {known}")
+            method, path, body = generic_request(action, cmd.args)
+        self.stats["commands_sent"] += 1
+        try:
+            status, doc = await request_json(host, svc.port, path, method=method, body=body, timeout=spec.timeout,
+                                             max_bytes=spec.max_bytes)
+        except PollError as exc:
+            self.stats[f"command_{exc.reason}"] += 1
+            if exc.reason == "timeout":
+                raise CommandError("timeout", f"no answer from {cmd.device} within {spec.timeout:g}s") from None
+            if exc.reason == "unreachable":
+                raise CommandError("offline", f"device {cmd.device} is unreachable: {exc}") from None
+            raise CommandError("failed", f"bad answer from {cmd.device}: {exc}") from None
+        if action is None:
+            return shelly_result(status, doc)
+        return generic_result(action, status, doc)
 
     # -- polling -----------------------------------------------------------------------------------
 

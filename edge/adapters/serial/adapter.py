@@ -21,6 +21,16 @@ Codecs (``firmware_bridge.codecs``):
 - ``jsonl``/``nmea``/``lines``: decoded readings go into a bounded queue (``max_pending_readings``,
   overflow counted in ``readings_dropped``), published ``publish_batch`` per loop turn; reading from the
   port pauses at 3/4 full and resumes at 1/4, so a flooding device is held back by the tty buffer.
+
+Commands (``jsonl``/``lines``; the contract is :mod:`edge.adapters.commands`): a request for the port's
+device joins the port's bounded queue (``max_pending_commands``; beyond: ``busy``, counted in
+``commands_refused``) and is written as one line (:mod:`firmware_bridge.commands`), one command at a
+time, and only between the device's lines: while the codec holds part of a line the write waits (at
+most ``HOLD_MAX``). ``jsonl`` with ``command_reply`` then waits for the reply line carrying its
+correlation id; otherwise (and for ``lines``) the answer is given once the line has left for the port.
+``command_timeout`` bounds the whole wait, queue included. A command for a port that is closed or silent
+is answered ``offline`` at once, and when a port is lost every queued command is answered ``offline``
+and dropped (counted in ``commands_dropped``): the reopened port never receives stale commands.
 """
 
 from __future__ import annotations
@@ -28,62 +38,72 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from edge.adapters.base import Adapter
+from edge.adapters.commands import Command, CommandError
 from edge.adapters.serial.config import PROTOCOL_CODECS, SerialConfig, parse_serial
 from edge.core.client import ClientConnection
+from edge.errors import EdgeError
+from edge.protocol.connect import ConnectOptions
 from edge.protocol.errors import ProtocolError
 
 if TYPE_CHECKING:
-    from edge.config.loader import KeyReporter
+    from edge.config.sections import KeyReporter
     from firmware_bridge.readings import Reading
 
 __all__ = ["DeviceSession", "OpSplitter", "SerialAdapter"]
 
 RECONNECT_DELAY: Final = 0.2  # before attaching a new client connection after the broker closed one
+HOLD_STEP: Final = 0.02  # a command waiting for the device to finish its line re-checks this often ...
+HOLD_MAX: Final = 0.5  # ... for at most this long (a device that never ends its line must not block commands)
 MAX_SPLIT_BUFFER: Final = 1 << 20
 
 
-class PortLost(Exception):
+class PortLost(EdgeError):
     """The port went away (read error, EOF, path re-pointed)."""
-
-
-# CONNECT options a connection keeps as attributes of the same name.
-_SESSION_OPTIONS: Final = ("verbose", "pedantic", "echo", "headers", "no_responders", "protocol", "name", "lang",
-                           "version")
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceSession:
-    """What a device set up on its connection, to restore on the port's next connection: CONNECT options
-    (with the credentials it sent) and subscriptions (subject, queue, sid, remaining auto-unsubscribe
-    count, 0 = none)."""
+    """What a device set up on its connection, to restore on the port's next connection: CONNECT options,
+    the credentials it sent, and subscriptions (subject, queue, sid, remaining auto-unsubscribe count,
+    0 = none)."""
 
-    options: dict[str, Any]
+    options: ConnectOptions
+    credentials: dict[str, Any]
     subs: tuple[tuple[bytes, bytes | None, bytes, int], ...]
 
     @classmethod
     def capture(cls, conn: ClientConnection) -> DeviceSession | None:
         if not conn.connected:
             return None  # no CONNECT yet: nothing to restore
-        options = {k: getattr(conn, k) for k in _SESSION_OPTIONS}
-        options.update(conn.credentials)
         subs = tuple((s.subject, s.queue, s.sid, s.max_msgs - s.delivered if s.max_msgs else 0)
                      for s in conn.subs.values())
-        return cls(options, subs)
+        return cls(conn.options, dict(conn.credentials), subs)
 
     def restore(self, conn: ClientConnection) -> None:
         """Replay on a fresh connection without answering the device (no +OK). Raises ProtocolError
         when the CONNECT is refused now (credentials no longer valid)."""
-        conn.on_connect({**self.options, "verbose": False})
+        conn.on_connect({**self.options.as_connect(), **self.credentials, "verbose": False})
         for subject, queue, sid, remaining in self.subs:
             conn.on_sub(subject, queue, sid)
             if remaining > 0:
                 conn.on_unsub(sid, remaining)
-        conn.verbose = bool(self.options["verbose"])
+        conn.options = self.options
         conn._update_slow_path()
+
+
+@dataclass(slots=True)
+class _PendingCommand:
+    """A command in the port's queue: its line, its correlation id, the future its handler awaits."""
+
+    cid: str
+    line: bytes
+    wants_reply: bool
+    future: asyncio.Future[Any]
+    held_since: float | None = field(default=None)
 
 
 class _PortConnection(ClientConnection):
@@ -218,6 +238,9 @@ class _PortSession:
         self._reconnect_handle: asyncio.TimerHandle | None = None
         self._restore: DeviceSession | None = None  # of the connection the broker closed
         self.devices: set[str] = {self.cfg.device}
+        self.commands: deque[_PendingCommand] = deque()
+        self.inflight: _PendingCommand | None = None  # written, waiting for its reply or for the write
+        self._pump_handle: asyncio.TimerHandle | None = None
 
     # -- start/stop -----------------------------------------------------------------------------
 
@@ -232,9 +255,10 @@ class _PortSession:
         if self.closed:
             return
         self.closed = True
-        for h in (self._drain_handle, self._timer, self._reconnect_handle):
+        for h in (self._drain_handle, self._timer, self._reconnect_handle, self._pump_handle):
             if h is not None:
                 h.cancel()
+        self._drop_commands(reason)
         self._remove_reader()
         if self.writer_added:
             self.loop.remove_writer(self.fd)
@@ -303,6 +327,10 @@ class _PortSession:
             if chunk:
                 conn.data_received(chunk)
             return
+        if self.cfg.codec == "jsonl":
+            decoded = self._take_replies(decoded)
+        if self.inflight is None and self.commands:
+            self._pump()  # the device may just have finished a line we were waiting on
         q = self.queue
         room = self.cfg.max_pending_readings - len(q)
         if len(decoded) > room:
@@ -313,6 +341,92 @@ class _PortSession:
             self.pause()
         if q and self._drain_handle is None:
             self._drain_handle = self.loop.call_soon(self._drain)
+
+    # -- commands (line codecs) --------------------------------------------------------------------
+
+    def submit(self, line: bytes, cid: str, wants_reply: bool) -> asyncio.Future[Any]:
+        """Queue one command line; the future gets the result or a CommandError. Raises CommandError
+        ``offline`` (port closing) or ``busy`` (queue full) at once."""
+        if self.closed or self.lost.done():
+            raise CommandError("offline", f"port {self.cfg.port} is not open")
+        if len(self.commands) + (self.inflight is not None) >= self.cfg.max_pending_commands:
+            self.adapter.stats["commands_refused"] += 1
+            raise CommandError("busy", f"{self.cfg.max_pending_commands} commands already queued on this port")
+        pending = _PendingCommand(cid, line, wants_reply, self.loop.create_future())
+        self.commands.append(pending)
+        self._pump()
+        return pending.future
+
+    def forget(self, future: asyncio.Future[Any]) -> None:
+        """The handler stopped waiting (timeout, cancel): drop the command, start the next."""
+        if self.inflight is not None and self.inflight.future is future:
+            self.inflight = None
+        else:
+            for p in self.commands:
+                if p.future is future:
+                    self.commands.remove(p)
+                    break
+        self._pump()
+
+    def _pump(self) -> None:
+        """Write the next queued command if none is in flight and the device is between lines."""
+        self._pump_handle = None
+        if self.inflight is not None or not self.commands or self.closed or self.lost.done():
+            return
+        head = self.commands[0]
+        if getattr(self.codec, "pending", 0):
+            now = self.loop.time()
+            if head.held_since is None:
+                head.held_since = now
+            if now - head.held_since < HOLD_MAX:
+                self.adapter.stats["commands_held"] += 1
+                self._pump_handle = self.loop.call_later(HOLD_STEP, self._pump)
+                return
+        self.commands.popleft()
+        self.inflight = head
+        self.adapter.stats["commands_written"] += 1
+        self.write(head.line)
+        if not head.wants_reply and not self.out:
+            self._complete(head, None)
+
+    def _complete(self, pending: _PendingCommand, result: Any) -> None:
+        if not pending.future.done():
+            if isinstance(result, CommandError):
+                pending.future.set_exception(result)
+            else:
+                pending.future.set_result(result)
+        if self.inflight is pending:
+            self.inflight = None
+        self._pump()
+
+    def _take_replies(self, decoded: list[Any]) -> list[Any]:
+        """Answer the in-flight command from its reply line; the readings go on."""
+        from firmware_bridge.commands import CommandReply
+
+        out = []
+        for item in decoded:
+            if not isinstance(item, CommandReply):
+                out.append(item)
+                continue
+            p = self.inflight
+            if p is None or not p.wants_reply or item.cid != p.cid:
+                self.adapter.stats["replies_unmatched"] += 1
+                continue
+            if item.ok:
+                self._complete(p, item.result)
+            else:
+                code = item.code if item.code in ("unsupported", "bad_arguments", "busy") else "failed"
+                self._complete(p, CommandError(code, item.error or "the device refused the command"))
+        return out
+
+    def _drop_commands(self, reason: str) -> None:
+        pending = [*self.commands, *([self.inflight] if self.inflight is not None else [])]
+        self.commands.clear()
+        self.inflight = None
+        for p in pending:
+            if not p.future.done():
+                self.adapter.stats["commands_dropped"] += 1
+                p.future.set_exception(CommandError("offline", f"port lost ({reason})"))
 
     def _drain(self) -> None:
         self._drain_handle = None
@@ -438,6 +552,9 @@ class _PortSession:
         if not self.out and self.writer_added:
             self.loop.remove_writer(self.fd)
             self.writer_added = False
+        p = self.inflight
+        if not self.out and p is not None and not p.wants_reply:
+            self._complete(p, None)  # its line has left for the device
 
 
 class SerialAdapter(Adapter):
@@ -454,11 +571,51 @@ class SerialAdapter(Adapter):
         self.stats: dict[str, int] = dict.fromkeys(
             ("opens", "open_failures", "losses", "bytes_in", "bytes_out", "bytes_dropped", "readings",
              "readings_dropped", "pauses", "connections", "reconnects", "sessions_restored", "codec_errors",
-             "devices_dropped"),
+             "devices_dropped", "commands_written", "commands_refused", "commands_dropped", "commands_held",
+             "replies_unmatched"),
             0,
         )
         self.session: _PortSession | None = None
         self.last_error = ""
+        self._cids = 0
+
+    def actions(self, device: str) -> list[str]:
+        return list(self.config.actions)
+
+    async def _command(self, cmd: Command) -> Any:
+        """The command handler (see the module docstring)."""
+        from firmware_bridge.commands import TemplateError, encode_command, render_template
+
+        cfg = self.config
+        if not cfg.accepts_commands:
+            why = "an nmea device takes no commands" if cfg.codec == "nmea" else "no command_template is configured"
+            raise CommandError("unsupported", f"port {cfg.port} takes no commands: {why}")
+        if cfg.actions and cmd.action not in cfg.actions:
+            raise CommandError("unsupported", f"unknown action {cmd.action!r}; actions: {', '.join(cfg.actions)}")
+        session = self.session
+        state = self.ctx.devices.get(cmd.device)
+        if session is None or session.closed or session.lost.done() or session.silent or not (state and state.online):
+            why = self.last_error or "not open"
+            raise CommandError("offline", f"device {cmd.device} is offline (port {cfg.port}: {why})")
+        self._cids += 1
+        cid = str(self._cids)
+        if cfg.codec == "jsonl":
+            line = encode_command(cmd.action, cmd.args, cid)
+        else:
+            assert cfg.command_template is not None
+            try:
+                line = render_template(cfg.command_template, cmd.action, cmd.args, cid)
+            except TemplateError as exc:
+                raise CommandError("bad_arguments", str(exc)) from None
+        future = session.submit(line, cid, cfg.codec == "jsonl" and cfg.command_reply)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), cfg.command_timeout)
+        except TimeoutError:
+            raise CommandError("timeout", f"no answer from {cmd.device} within {cfg.command_timeout:g}s") from None
+        finally:
+            if not future.done():
+                future.cancel()
+            session.forget(future)
 
     def counters(self) -> dict[str, int]:
         out = dict(self.stats)
@@ -510,6 +667,8 @@ class SerialAdapter(Adapter):
         delay = cfg.reopen_min
         logged_failure = False
         self._warn_unauthenticated()
+        if cfg.codec not in PROTOCOL_CODECS:  # nats/frames devices subscribe to their commands themselves
+            ctx.serve_commands(self._command, [cfg.device], timeout=cfg.command_timeout + 1.0)
         while True:
             try:
                 ser = await asyncio.to_thread(self._open)

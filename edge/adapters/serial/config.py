@@ -21,6 +21,16 @@
     publish_batch = 256       # readings published per loop turn
     frame_size = 256          # frames codec: bytes of NATS ops per frame sent to the device
     user = "sensor"           # nats/frames codecs: the port's user from [authorization] (see below)
+    actions = ["relay", "led"]          # jsonl/lines: the command actions the device accepts (default: any)
+    command_template = "RELAY {on}"     # lines: the line written per command (required for commands)
+    command_reply = true      # jsonl: wait for the device's reply line (false: answer once written)
+    command_timeout = "5s"    # from request to reply (queue wait included)
+    max_pending_commands = 8  # commands queued on the port; beyond: answered busy, counted
+
+Commands (``jsonl``/``lines``/``nmea``; ``nats``/``frames`` devices subscribe to their commands
+themselves): a request on ``cmd.<gw>.serial.<device>.<action>`` is written to the port as one line
+(:mod:`firmware_bridge.commands`), one command at a time, never while the device is in the middle of
+a line; see :mod:`edge.adapters.serial.adapter`.
 
 ``user`` (``nats``/``frames`` only) names an entry of ``authorization.users`` (its ``user`` name, or
 the public nkey of an nkey user) or the single ``authorization.user``. The port's client connection
@@ -51,14 +61,14 @@ from edge.adapters.base import sanitize_token
 from edge.config import values as v
 
 if TYPE_CHECKING:
-    from edge.config.loader import KeyReporter
+    from edge.config.sections import KeyReporter
 
 __all__ = ["SerialConfig", "parse_serial"]
 
 _KEYS: Final = frozenset({
     "port", "device", "codec", "codec_options", "baudrate", "bytesize", "parity", "stopbits", "rtscts", "xonxoff",
     "silence_timeout", "reopen_min", "reopen_max", "read_size", "max_pending_readings", "publish_batch",
-    "frame_size", "user",
+    "frame_size", "user", "actions", "command_template", "command_reply", "command_timeout", "max_pending_commands",
 })
 PROTOCOL_CODECS: Final = ("nats", "frames")
 
@@ -86,12 +96,44 @@ class SerialConfig:
     # read (edge.config.adapters.check_adapter_users); user_where is (source, key) for that error.
     user: str | None = None
     user_where: tuple[str, str] | None = field(default=None, compare=False, repr=False)
+    actions: tuple[str, ...] = ()  # empty: any action (jsonl), any with a template (lines)
+    command_template: str | None = None
+    command_reply: bool = True
+    command_timeout: float = 5.0
+    max_pending_commands: int = 8
+
+    @property
+    def accepts_commands(self) -> bool:
+        """Whether a command can reach the device through this adapter (else: ``unsupported``)."""
+        return self.codec == "jsonl" or (self.codec == "lines" and self.command_template is not None)
 
 
 def _choice(value: Any, *, choices: tuple[Any, ...]) -> Any:
     if isinstance(value, bool) or value not in choices:
         raise ValueError(f"expected one of {', '.join(repr(c) for c in choices)}, got {value!r}")
     return value
+
+
+# Command keys and the codecs they apply to (nats/frames devices take their commands over NATS).
+_COMMAND_KEYS: Final = {
+    "actions": ("jsonl", "lines"), "command_template": ("lines",), "command_reply": ("jsonl",),
+    "command_timeout": ("jsonl", "lines"), "max_pending_commands": ("jsonl", "lines"),
+}
+
+
+def _tokens(value: Any) -> tuple[str, ...]:
+    items = v.read_str_list(value)
+    for item in items:
+        if sanitize_token(item) != item:
+            raise ValueError(f"{item!r} is not a valid subject token (no dots, spaces, '*', '>')")
+    return tuple(items)
+
+
+def _template(value: Any) -> str:
+    text = v.read_str(value)
+    if "\n" in text or "\r" in text:
+        raise ValueError("must be one line (the line break is added)")
+    return text
 
 
 def parse_serial(table: dict[str, Any], rep: KeyReporter) -> SerialConfig:
@@ -126,6 +168,8 @@ def parse_serial(table: dict[str, Any], rep: KeyReporter) -> SerialConfig:
         "max_pending_readings": (v.read_int, {"minimum": 1, "maximum": 1 << 20}),
         "publish_batch": (v.read_int, {"minimum": 1, "maximum": 1 << 16}),
         "frame_size": (v.read_int, {"minimum": 64, "maximum": 1 << 16}),
+        "command_timeout": (v.read_duration, {"minimum": 0.01, "maximum": 3600.0}),
+        "max_pending_commands": (v.read_int, {"minimum": 1, "maximum": 1024}),
     }
     for key, (reader, kwargs) in readers.items():
         if key in table:
@@ -137,6 +181,15 @@ def parse_serial(table: dict[str, Any], rep: KeyReporter) -> SerialConfig:
             )
         kw["user"] = rep.read(table, "user", v.read_str)
         kw["user_where"] = (rep.source, rep.key("user"))
+    for key, codecs in _COMMAND_KEYS.items():
+        if key in table and codec not in codecs:
+            raise rep.error(key, f"only for the {' and '.join(codecs)} codec; codec is {codec!r}")
+    if "actions" in table:
+        kw["actions"] = rep.read(table, "actions", _tokens)
+    if "command_template" in table:
+        kw["command_template"] = rep.read(table, "command_template", _template)
+    if "command_reply" in table:
+        kw["command_reply"] = rep.read(table, "command_reply", v.read_bool)
     cfg = SerialConfig(port=port, codec=codec, **kw)
     if cfg.reopen_min > cfg.reopen_max:
         raise rep.error("reopen_min", "must not exceed reopen_max")

@@ -4,7 +4,8 @@
  * usage: host_test plain|frames [rx_cap [frame_cap [subs_cap]]]  < script
  * Script, one command per line ("-" = absent/empty; data is hex):
  *   connect <name|->                 pub <subject> <reply|-> <hex|->
- *   sub <subject> <queue|-> print|echo   (echo: respond "ack:"+data when a reply subject is present)
+ *   sub <subject> <queue|-> print|echo|command   (echo: respond "ack:"+data when a reply subject is
+ *                                    present; command: the relay example below answers with the envelope)
  *   unsub <sid> <max>                req <subject> <hex|-> <timeout_ms> <now_ms>
  *   tick <now_ms>                    feed <hex|-> <chunk>   (chunk 0 = all at once)
  *   frame <hex|->                    crc <hex|->            stats
@@ -25,6 +26,7 @@ static uint8_t rx_buf[MAX_BUF];
 static uint8_t frame_buf[MAX_BUF];
 static nats_serial_sub_t subs[16];
 static const char *ECHO = "echo";
+static const char *COMMAND = "command";
 
 static void put_hex(const uint8_t *p, size_t n) {
     size_t i;
@@ -63,6 +65,21 @@ static void on_msg(nats_serial_t *ns, const nats_serial_msg_t *msg, void *user) 
     printf("\n");
     if (msg->data[msg->data_len] != 0) {
         printf("BUG payload not NUL-terminated\n");
+    }
+    if (user == COMMAND) {
+        /* The relay of examples/relay: "relay" with {"on":true|false}, anything else unsupported. */
+        const char *action = nats_serial_command_action(msg);
+        printf("ACTION %s\n", action);
+        if (strcmp(action, "relay") != 0) {
+            printf("RC %d\n", nats_serial_reply_error(ns, msg, "unsupported", "unknown action"));
+        } else if (strstr((const char *)msg->data, "\"on\":true") != NULL) {
+            printf("RC %d\n", nats_serial_reply_ok(ns, msg, "{\"relay\":true}"));
+        } else if (strstr((const char *)msg->data, "\"on\":false") != NULL) {
+            printf("RC %d\n", nats_serial_reply_ok(ns, msg, "{\"relay\":false}"));
+        } else {
+            printf("RC %d\n", nats_serial_reply_error(ns, msg, "bad_arguments", "'on' must be true or false"));
+        }
+        return;
     }
     if (user == ECHO && msg->reply != NULL) {
         uint8_t out[MAX_BUF];
@@ -120,8 +137,8 @@ int main(int argc, char **argv) {
             len = from_hex(d, data, sizeof(data));
             printf("RC %d\n", nats_serial_publish(&ns, b, strcmp(c, "-") == 0 ? NULL : c, data, len));
         } else if (strcmp(a, "sub") == 0 && n >= 4) {
-            int32_t sid = nats_serial_subscribe(&ns, b, strcmp(c, "-") == 0 ? NULL : c, on_msg,
-                                                strcmp(d, "echo") == 0 ? (void *)ECHO : NULL);
+            void *mode = strcmp(d, "echo") == 0 ? (void *)ECHO : strcmp(d, "command") == 0 ? (void *)COMMAND : NULL;
+            int32_t sid = nats_serial_subscribe(&ns, b, strcmp(c, "-") == 0 ? NULL : c, on_msg, mode);
             printf("SID %ld\n", (long)sid);
         } else if (strcmp(a, "unsub") == 0 && n >= 3) {
             printf("RC %d\n", nats_serial_unsubscribe(&ns, (uint32_t)strtoul(b, NULL, 10),

@@ -12,7 +12,9 @@
  *      (see publish_readings)
  *   3. requests svc.clock with body DEVICE (timeout 5 s) and prints "REPLY <hex of the reply>"
  *   4. answers commands: action "led" -> "led=<data>", "echo" -> <data>, "stats" -> its counters as
- *      JSON, "bye" -> "bye" (and finish), anything else -> "unknown"; prints "CMD <action> <length>"
+ *      JSON, "bye" -> "bye" (and finish), "relay" {"on":true|false} -> the gateway's command envelope
+ *      {"ok":true,"result":{"relay":..}} (or {"ok":false,...,"code":"bad_arguments"}), anything else ->
+ *      "unknown"; prints "CMD <action> <length>"
  *   5. once it has its reply and a "bye", prints "STATS ..." and "DONE" and exits 0.
  * Exits 1 on a request timeout, I/O error or if everything is not done within RUN_TIMEOUT_MS; 2 on usage.
  */
@@ -124,6 +126,16 @@ static void on_command(nats_serial_t *ns, const nats_serial_msg_t *msg, void *us
     size_t n = 0;
     action = action ? action + 1 : msg->subject;
     printf("CMD %s %lu\n", action, (unsigned long)msg->data_len);
+    if (strcmp(action, "relay") == 0) { /* the envelope every gateway adapter answers with */
+        if (strstr((const char *)msg->data, "\"on\":true") != NULL) {
+            (void)nats_serial_reply_ok(ns, msg, "{\"relay\":true}");
+        } else if (strstr((const char *)msg->data, "\"on\":false") != NULL) {
+            (void)nats_serial_reply_ok(ns, msg, "{\"relay\":false}");
+        } else {
+            (void)nats_serial_reply_error(ns, msg, "bad_arguments", "'on' must be true or false");
+        }
+        return;
+    }
     if (strcmp(action, "led") == 0 && msg->data_len <= sizeof(out) - 4) {
         memcpy(out, "led=", 4);
         memcpy(out + 4, msg->data, msg->data_len);
