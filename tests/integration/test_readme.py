@@ -203,6 +203,32 @@ def test_serial_walkthrough(tmp_path: Path, servers: list[ServerProcess]) -> Non
     assert not (tmp_path / "sim0").is_symlink()  # the simulator removes its link on Ctrl-C
 
 
+def test_commands_walkthrough(tmp_path: Path, servers: list[ServerProcess]) -> None:
+    sub = Subst(tmp_path)
+    mkdir, _, simulate = sub(BLOCKS["serial-sim"]).rpartition(" && ")
+    sim = subprocess.Popen(["bash", "-c", f"{mkdir} && exec {simulate}"],
+                           stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        _read_block(sim, 20)
+        run_shell(sub, "commands-config")
+        gw = start_server(sub, BLOCKS["commands-run"], "nats-edge")
+        servers.append(gw)
+        sub.ports[4222] = gw.port
+        wait_for(lambda: any(d["state"] == "online" for d in _request(gw.port, "edge.gw1.devices")["devices"]
+                             if d["adapter"] == "serial"), 20, "the simulated relay online")
+        out = run_shell(sub, "commands-request")
+        assert_same_shape(BLOCKS["commands-output"], out)
+        [dev] = [d for d in _request(gw.port, "edge.gw1.devices")["devices"] if d["adapter"] == "serial"]
+        assert dev["actions"] == ["relay", "toggle", "read"]
+        stop_with_ctrl_c(gw)
+    finally:
+        sim.send_signal(signal.SIGINT)
+        code = sim.wait(10)
+        assert sim.stdout is not None
+        sim.stdout.close()
+    assert code == 0
+
+
 def _request(port: int, subject: str, payload: bytes = b"") -> Any:
     """One request through nats-py (in a fresh event loop), its JSON reply."""
     import asyncio
