@@ -2,10 +2,11 @@
 
 Bytes from the socket go through :class:`~edge.protocol.parser.Parser` inside ``data_received``;
 each op is handled synchronously (route, queue output), so per-publisher order holds and no task is
-created per message. Output (MSG, PONG, +OK, -ERR, INFO) goes into :attr:`out`, a list of byte
-strings flushed by the server once per loop turn; its size plus what the transport still buffers is
-bounded by ``max_pending`` and a write stalled past ``write_deadline`` closes the connection as a
-slow consumer, both as nats-server does (docs/nats-protocol.md 4.1).
+created per message. Output (MSG, PONG, +OK, -ERR, INFO; frames from edge.protocol.encode) goes into
+:attr:`outbound`, an :class:`~edge.core.outbound.OutboundBuffer` flushed by the server once per loop
+turn; its size plus what the transport still buffers is bounded by ``max_pending`` and a write stalled
+past ``write_deadline`` closes the connection as a slow consumer, both as nats-server does
+(docs/nats-protocol.md 4.1).
 
 The behaviour of each op, and which errors close the connection, follows nats-server's client.go
 (docs sections 1.3-1.8). The fast path for PUB skips every check that only matters for verbose,
@@ -21,9 +22,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from edge.core.outbound import OutboundBuffer
 from edge.core.router import KIND_CLIENT
 from edge.core.subscription import Subscription
 from edge.protocol import errors as E
+from edge.protocol.connect import ConnectOptions
+from edge.protocol.encode import OK, PING, PONG, encode_err, encode_hmsg
 from edge.protocol.errors import ProtocolError
 from edge.protocol.parser import Parser
 from edge.protocol.subjects import (
@@ -54,10 +58,6 @@ RTT_MEASUREMENT_INTERVAL: Final = 3600.0
 CREDENTIAL_OPTIONS: Final = ("user", "pass", "auth_token", "nkey", "sig", "jwt")
 _NO_CREDENTIALS: Final[dict[str, Any]] = {}  # shared, never mutated
 _CONNECT_TASKS: Final[set[asyncio.Task[None]]] = set()  # CONNECTs waiting for a bcrypt check
-
-_OK: Final = b"+OK\r\n"
-_PING: Final = b"PING\r\n"
-_PONG: Final = b"PONG\r\n"
 
 
 class CloseReason:
@@ -101,7 +101,6 @@ class ClientConnection(asyncio.Protocol):
         self.route = server.router.route
         self.loop = server.loop
         settings = server.settings
-        self.max_pending = settings.max_pending
         self.parser = Parser(
             self, kind="client", max_control_line=settings.max_control_line, max_payload=settings.max_payload
         )
@@ -110,23 +109,12 @@ class ClientConnection(asyncio.Protocol):
         self.host = ""
         self.port = 0
         self.start = time.time()
-        self.out: list[bytes] = []
-        self.out_size = 0
-        self.out_limit = self.max_pending
+        self.outbound = OutboundBuffer(self, server.router.mark_dirty, settings.max_pending, self.slow_consumer)
         self.closed = False
         self.close_reason = ""
         self.subs: dict[bytes, Subscription] = {}
-        # CONNECT options, with nats-server's defaults for a client that never sends CONNECT.
         self.connected = False
-        self.verbose = True
-        self.pedantic = True
-        self.echo = True
-        self.headers = False
-        self.no_responders = False
-        self.protocol = 0
-        self.name = ""
-        self.lang = ""
-        self.version = ""
+        self.options = ConnectOptions()  # nats-server's defaults until a CONNECT names others
         self.user: str | None = None
         self.auth_required = server.auth_required
         # Per-user permissions (edge.security); None = may publish and subscribe to anything.
@@ -134,11 +122,9 @@ class ClientConnection(asyncio.Protocol):
         self.credentials: dict[str, Any] = _NO_CREDENTIALS  # from CONNECT, only the keys it sent
         self.trace = settings.trace
         self.slow_path = True
-        # Statistics for monitoring.
+        # Statistics for monitoring (out_msgs/out_bytes: the outbound buffer counts them).
         self.in_msgs = 0
         self.in_bytes = 0
-        self.out_msgs = 0
-        self.out_bytes = 0
         # Timers and keepalive state.
         self.pings_out = 0
         self.rtt: float = 0.0  # seconds; 0.0 until CONNECT
@@ -162,10 +148,10 @@ class ClientConnection(asyncio.Protocol):
         self._last_in = self.loop.time()
         if not self.server.register(self):
             # nats-server sends INFO, then the error, then closes (docs 1.7).
-            self._send(self.server.info_for(self))
+            self.outbound.append(self.server.info_for(self))
             self.close_with_error(E.ERR_MAX_CONNECTIONS, CloseReason.MAX_CONNECTIONS)
             return
-        self._send(self.server.info_for(self))
+        self.outbound.append(self.server.info_for(self))
         self._info_sent_at = self._last_in
         if self.auth_required:
             self._auth_handle = self.loop.call_later(
@@ -241,13 +227,50 @@ class ClientConnection(asyncio.Protocol):
 
     @property
     def pending_bytes(self) -> int:
-        buffered = self.transport.get_write_buffer_size() if self.transport and not self.closed else 0
-        return self.out_size + buffered
+        return self.outbound.size + self._backlog()
+
+    def _backlog(self) -> int:
+        """What the transport still buffers (0 once closed)."""
+        return self.transport.get_write_buffer_size() if self.transport and not self.closed else 0
+
+    @property
+    def out_msgs(self) -> int:
+        return self.outbound.msgs
+
+    @property
+    def out_bytes(self) -> int:
+        return self.outbound.bytes
+
+    # The router (echo, headers) and /connz (name, lang, version) read these of every connection kind.
+    @property
+    def echo(self) -> bool:
+        return self.options.echo
+
+    @property
+    def headers(self) -> bool:
+        return self.options.headers
+
+    @property
+    def name(self) -> str:
+        return self.options.name
+
+    @property
+    def lang(self) -> str:
+        return self.options.lang
+
+    @property
+    def version(self) -> str:
+        return self.options.version
+
+    def set_max_pending(self, max_pending: int) -> None:
+        """A reloaded ``max_pending``: the bound of the outbound buffer plus the transport's backlog."""
+        self.outbound.set_max_pending(max_pending, self._backlog())
 
     def _update_slow_path(self) -> None:
+        options = self.options
         self.slow_path = (
-            self.verbose
-            or self.pedantic
+            options.verbose
+            or options.pedantic
             or self.trace
             or self.permissions is not None
             or (self.auth_required and not self.connected)
@@ -257,34 +280,21 @@ class ClientConnection(asyncio.Protocol):
 
     # -- output ---------------------------------------------------------------------------------
 
-    def _send(self, data: bytes) -> None:
-        if self.closed:
-            return
-        if not self.out:
-            self.router.mark_dirty(self)
-        self.out.append(data)
-        self.out_size += len(data)
-
     def flush(self) -> None:
         """Write what is queued; called by the server once per loop turn."""
-        if self.closed or not self.out:
+        outbound = self.outbound
+        if self.closed or not outbound.chunks:
             return
-        data = b"".join(self.out)
-        self.out.clear()
-        self.out_size = 0
         transport = self.transport
         assert transport is not None
-        transport.write(data)
-        buffered = transport.get_write_buffer_size()
-        self.out_limit = self.max_pending - buffered
-        if buffered > self.max_pending:
-            self.slow_consumer()
+        transport.write(outbound.take())
+        outbound.written(transport.get_write_buffer_size())
 
     def send_err(self, text: str) -> None:
         """A non-fatal -ERR (Invalid Subject, permissions, ...): the connection stays open."""
         if self.trace:
             trace_log.debug("%s - ->> [-ERR '%s']", self.tag, text)
-        self._send(E.err_line(text))
+        self.outbound.append(encode_err(text))
 
     # -- closing --------------------------------------------------------------------------------
 
@@ -293,7 +303,7 @@ class ClientConnection(asyncio.Protocol):
         if self.closed:
             return
         if text is not None:
-            self._send(E.err_line(text))
+            self.outbound.append(encode_err(text))
             log.log(
                 logging.INFO if reason != CloseReason.AUTH_VIOLATION else logging.WARNING,
                 "%s - %s: -ERR '%s'",
@@ -313,15 +323,15 @@ class ClientConnection(asyncio.Protocol):
             return
         self.server.slow_consumers += 1
         if reason == CloseReason.SLOW_CONSUMER_PENDING:
-            log.info("%s - Slow Consumer Detected: MaxPending of %d Exceeded", self.tag, self.max_pending)
+            log.info("%s - Slow Consumer Detected: MaxPending of %d Exceeded", self.tag,
+                     self.outbound.max_pending)
         else:
             log.info(
                 "%s - Slow Consumer Detected: WriteDeadline of %gs exceeded",
                 self.tag,
                 self.server.settings.write_deadline,
             )
-        self.out.clear()
-        self.out_size = 0
+        self.outbound.discard()
         transport = self.transport
         self._cleanup(reason)
         if transport is not None:
@@ -350,7 +360,7 @@ class ClientConnection(asyncio.Protocol):
         subs = list(self.subs.values())
         self.subs.clear()
         self.server.remove_subscriptions(subs)
-        self.out.clear()
+        self.outbound.close()
 
     # -- timers ---------------------------------------------------------------------------------
 
@@ -378,7 +388,7 @@ class ClientConnection(asyncio.Protocol):
         if need_rtt or now - self._last_in >= settings.ping_interval:
             self.pings_out += 1
             self._ping_sent_at = now
-            self._send(_PING)
+            self.outbound.append(PING)
         self._ping_handle = self.loop.call_later(settings.ping_interval, self._ping_timer)
 
     # -- ops (parser handler) -------------------------------------------------------------------
@@ -388,17 +398,7 @@ class ClientConnection(asyncio.Protocol):
             trace_log.debug("%s - <<- [CONNECT %s]", self.tag, _redact(options))
         if "account" in options or "new_account" in options:
             raise ProtocolError(E.ERR_AUTH_VIOLATION)
-        # A repeated CONNECT updates the options it names and keeps the others, as nats-server's
-        # json.Unmarshal into the existing options does; the first starts from the defaults.
-        protocol = options.get("protocol", self.protocol)
-        if not isinstance(protocol, int) or isinstance(protocol, bool) or protocol not in (0, 1):
-            raise ProtocolError(E.ERR_INVALID_PROTOCOL)
-        verbose = options.get("verbose", self.verbose)
-        pedantic = options.get("pedantic", self.pedantic)
-        headers = options.get("headers", self.headers)
-        no_responders = options.get("no_responders", self.no_responders)
-        if no_responders and not headers:
-            raise ProtocolError(E.ERR_NO_RESPONDERS_HEADERS)
+        merged = self.options.merged(options)  # validates before authenticating, as nats-server
         verdict = self.server.authenticate(self, options, may_defer=True)
         if verdict is not True and verdict is not False:  # a bcrypt check: off the loop, input waits
             task = self.loop.create_task(self._finish_connect(options, verdict))
@@ -412,15 +412,7 @@ class ClientConnection(asyncio.Protocol):
         credentials = {k: options[k] for k in CREDENTIAL_OPTIONS if k in options}
         if credentials:  # re-checked when a reload changes authorization (Server.reload_authorization)
             self.credentials = credentials
-        self.verbose = bool(verbose)
-        self.pedantic = bool(pedantic)
-        self.echo = bool(options.get("echo", self.echo))
-        self.headers = bool(headers)
-        self.no_responders = bool(no_responders)
-        self.protocol = protocol
-        self.name = _str_opt(options.get("name", self.name))
-        self.lang = _str_opt(options.get("lang", self.lang))
-        self.version = _str_opt(options.get("version", self.version))
+        self.options = merged
         if not self.connected:
             self.connected = True
             self.rtt = max(self.loop.time() - self._info_sent_at, 1e-9)  # the handshake's estimate
@@ -428,8 +420,8 @@ class ClientConnection(asyncio.Protocol):
                 self._auth_handle.cancel()
                 self._auth_handle = None
         self._update_slow_path()
-        if self.verbose:
-            self._send(_OK)
+        if merged.verbose:
+            self.outbound.append(OK)
 
     async def _finish_connect(self, options: dict[str, Any], check: Any) -> None:
         """Run a deferred bcrypt check in a worker thread, then complete the CONNECT and go on with the
@@ -457,11 +449,11 @@ class ClientConnection(asyncio.Protocol):
         slow = self.slow_path or subject[0] in RESERVED_FIRST or (reply is not None and reply[0] in RESERVED_FIRST)
         if slow and not self._pub_checks(b"PUB", subject, reply, payload):
             return
-        if not self.route(self, subject, reply, 0, payload) and reply and self.no_responders:
+        if not self.route(self, subject, reply, 0, payload) and reply and self.options.no_responders:
             self._send_no_responders(subject, reply)
 
     def on_hpub(self, subject: bytes, reply: bytes | None, header_len: int, data: bytes) -> None:
-        if not self.headers:
+        if not self.options.headers:
             # nats-server: HPUB from a connection without headers support is a parse error (no -ERR).
             raise ProtocolError(None, "HPUB without headers support")
         self.in_msgs += 1
@@ -469,12 +461,12 @@ class ClientConnection(asyncio.Protocol):
         slow = self.slow_path or subject[0] in RESERVED_FIRST or (reply is not None and reply[0] in RESERVED_FIRST)
         if slow and not self._pub_checks(b"HPUB", subject, reply, data):
             return
-        if self.router.route(self, subject, reply, header_len, data) == 0 and reply and self.no_responders:
+        if self.router.route(self, subject, reply, header_len, data) == 0 and reply and self.options.no_responders:
             self._send_no_responders(subject, reply)
 
     def on_no_receivers(self, subject: bytes, reply: bytes) -> None:
         """A request routed by the parser's fast path reached nobody."""
-        if self.no_responders:
+        if self.options.no_responders:
             self._send_no_responders(subject, reply)
 
     def _pub_checks(self, op: bytes, subject: bytes, reply: bytes | None, data: bytes) -> bool:
@@ -484,7 +476,7 @@ class ClientConnection(asyncio.Protocol):
             r = b" " + reply if reply else b""
             trace_log.debug("%s - <<- [%s %s%s %d]", self.tag, op.decode(), subject.decode(errors="replace"),
                       r.decode(errors="replace"), len(data))
-        if self.pedantic and not is_valid_literal_subject(subject):
+        if self.options.pedantic and not is_valid_literal_subject(subject):
             # Pedantic clients get told, but the message is still processed (nats-server does so).
             self.send_err(E.ERR_INVALID_PUBLISH_SUBJECT)
         if subject[0] in RESERVED_FIRST and is_reserved_subject(subject):
@@ -497,8 +489,8 @@ class ClientConnection(asyncio.Protocol):
         if reply is not None and is_reserved_reply(reply):
             self.send_err(E.permissions_publish_reply(reply.decode(errors="replace")))
             return False
-        if self.verbose:
-            self._send(_OK)
+        if self.options.verbose:
+            self.outbound.append(OK)
         return True
 
     def _send_no_responders(self, subject: bytes, reply: bytes) -> None:
@@ -507,8 +499,7 @@ class ClientConnection(asyncio.Protocol):
         if sub is None:
             return
         hdr = b"NATS/1.0 503\r\nNats-Subject: " + subject + b"\r\n\r\n"
-        n = len(hdr)
-        self._send(b"HMSG %b %b %d %d\r\n%b\r\n" % (reply, sub.sid, n, n, hdr))
+        self.outbound.append(encode_hmsg(reply, sub.sid, None, len(hdr), hdr))
 
     def on_sub(self, subject: bytes, queue: bytes | None, sid: bytes) -> None:
         if self.slow_path:
@@ -524,8 +515,8 @@ class ClientConnection(asyncio.Protocol):
             return
         if sid in self.subs:
             # A duplicate sid is ignored; the first subscription stays (docs 1.4).
-            if self.verbose:
-                self._send(_OK)
+            if self.options.verbose:
+                self.outbound.append(OK)
             return
         if self.permissions is not None and not self.permissions.can_subscribe(subject, queue):
             self.send_err(
@@ -542,8 +533,8 @@ class ClientConnection(asyncio.Protocol):
             self.permissions.wrap(sub)  # edge.security: deny filter / allow_responses on delivery
         self.subs[sid] = sub
         self.server.add_subscription(sub)
-        if self.verbose:
-            self._send(_OK)
+        if self.options.verbose:
+            self.outbound.append(OK)
 
     def on_unsub(self, sid: bytes, max_msgs: int | None) -> None:
         if self.slow_path:
@@ -557,8 +548,8 @@ class ClientConnection(asyncio.Protocol):
                 sub.max_msgs = max_msgs
             else:
                 self.remove_subscription(sub)
-        if self.verbose:
-            self._send(_OK)
+        if self.options.verbose:
+            self.outbound.append(OK)
 
     def remove_subscription(self, sub: Subscription) -> None:
         if self.subs.get(sub.sid) is sub:
@@ -570,12 +561,12 @@ class ClientConnection(asyncio.Protocol):
             self._check_authorized()
             if self.trace:
                 trace_log.debug("%s - <<- [PING]", self.tag)
-        self._send(_PONG)
+        self.outbound.append(PONG)
         if self.connected and not self._first_pong_sent:
             self._first_pong_sent = True
-            if self.protocol >= 1:
+            if self.options.protocol >= 1:
                 # Clients that support async INFO get one after the first PONG (CAP, docs 1.2).
-                self._send(self.server.info_for(self, connect_info=True))
+                self.outbound.append(self.server.info_for(self, connect_info=True))
 
     def on_pong(self) -> None:
         if self.slow_path:
@@ -601,10 +592,6 @@ class ClientConnection(asyncio.Protocol):
 
     def uptime(self) -> float:
         return time.time() - self.start
-
-
-def _str_opt(value: Any) -> str:
-    return value if isinstance(value, str) else ""
 
 
 def _redact(options: dict[str, Any]) -> str:

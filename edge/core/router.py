@@ -2,8 +2,9 @@
 
 The router is the hot path of the broker. For each message it looks the subject up in the
 subscription index's cache, writes the ``MSG``/``HMSG`` frame into each matching client's outbound
-buffer (one member per queue group), and marks those clients for the once-per-loop-turn flush. The
-frame's parts are built once per message and shared by all subscribers; only the sid differs.
+buffer (:class:`~edge.core.outbound.OutboundBuffer`, one member per queue group), and marks those
+clients for the once-per-loop-turn flush. The frame's parts (edge.protocol.encode) are built once per
+message and shared by all subscribers; only the sid differs.
 
 Subscribers that are not client connections (leaf links, internal clients of adapters and system
 services) get a ``deliver()`` call instead. Publish hooks (the outbox, the leaf uplink) see every
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from edge.core.sublist import EMPTY_MATCH, Match, SubscriptionIndex
+from edge.protocol.encode import HMSG_HEAD, HMSG_TAIL, HMSG_TAIL_REPLY, MSG_HEAD, MSG_TAIL, MSG_TAIL_REPLY
 
 if TYPE_CHECKING:
     from edge.core.subscription import Subscription
@@ -114,23 +116,23 @@ class Router:
         dirty = self._dirty
         was_clean = not dirty
         size = len(data)
-        # MSG <subject> <sid> [reply] <size>\r\n<payload>\r\n, split into a head shared by every
-        # message on this subject, the sid, and a tail shared by every subscriber of this message.
+        # The frame in a head shared by every message on this subject, the sid, and a tail shared by
+        # every subscriber of this message: edge.protocol.encode's formats, applied inline (no call).
         if hdr_len:
-            head = b"HMSG " + subject + b" "
+            head = HMSG_HEAD % subject
             if reply:
-                tail = b" %b %d %d\r\n%b\r\n" % (reply, hdr_len, size, data)
+                tail = HMSG_TAIL_REPLY % (reply, hdr_len, size, data)
             else:
-                tail = b" %d %d\r\n%b\r\n" % (hdr_len, size, data)
+                tail = HMSG_TAIL % (hdr_len, size, data)
             plain_tail: bytes | None = None  # for subscribers without header support, made on demand
         else:
             head = m.head
             if head is None:
-                head = m.head = b"MSG " + subject + b" "
+                head = m.head = MSG_HEAD % subject
             if reply:
-                tail = b" %b %d\r\n%b\r\n" % (reply, size, data)
+                tail = MSG_TAIL_REPLY % (reply, size, data)
             else:
-                tail = b" %d\r\n%b\r\n" % (size, data)
+                tail = MSG_TAIL % (size, data)
             plain_tail = tail
         frame_len = len(head) + len(tail)
         targets: list[Subscription] = m.plain
@@ -151,31 +153,36 @@ class Router:
                 delivered += 1
                 sub.delivered += 1
                 continue
-            out = c.out
-            if not out:
-                if c.closed:
+            # OutboundBuffer.add_parts, inline over the buffer's slots: the one deliberate exception to
+            # "use the buffer's methods" (a call per subscriber costs measurable throughput). The
+            # rules are the buffer's: skip when closed, mark dirty on the first chunk (one scheduled
+            # flush per _deliver), count, and hand a buffer past its limit to its overflow policy.
+            b = c.outbound
+            chunks = b.chunks
+            if not chunks:
+                if b.closed:
                     continue
                 dirty.append(c)
             sid = sub.sid
-            if hdr_len and not c.headers:
+            if hdr_len and not c.options.headers:
                 if plain_tail is None:
                     payload = data[hdr_len:]
                     if reply:
-                        plain_tail = b" %b %d\r\n%b\r\n" % (reply, len(payload), payload)
+                        plain_tail = MSG_TAIL_REPLY % (reply, len(payload), payload)
                     else:
-                        plain_tail = b" %d\r\n%b\r\n" % (len(payload), payload)
-                h = b"MSG " + subject + b" "
-                out += (h, sid, plain_tail)
-                c.out_size += len(h) + len(sid) + len(plain_tail)
+                        plain_tail = MSG_TAIL % (len(payload), payload)
+                h = MSG_HEAD % subject
+                chunks += (h, sid, plain_tail)
+                b.size += len(h) + len(sid) + len(plain_tail)
             else:
-                out += (head, sid, tail)
-                c.out_size += frame_len + len(sid)
-            c.out_msgs += 1
-            c.out_bytes += size
+                chunks += (head, sid, tail)
+                b.size += frame_len + len(sid)
+            b.msgs += 1
+            b.bytes += size
             delivered += 1
             sub.delivered += 1
-            if c.out_size > c.out_limit:
-                c.slow_consumer()
+            if b.size > b.limit:
+                b.overflow()
             if sub.max_msgs and sub.delivered >= sub.max_msgs:
                 c.remove_subscription(sub)
         self.out_msgs += delivered

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from edge.core.sublist import SubscriptionIndex
+from edge.protocol.encode import encode_ls_minus, encode_ls_plus
 from edge.protocol.subjects import subject_matches
 
 SubjectFilter = Callable[[bytes], bool]
@@ -20,18 +21,6 @@ SubjectFilter = Callable[[bytes], bool]
 
 def _allow_all(subject: bytes) -> bool:
     return True
-
-
-def ls_plus(subject: bytes, queue: bytes | None, weight: int) -> bytes:
-    if queue is None:
-        return b"LS+ " + subject + b"\r\n"
-    return b"LS+ %b %b %d\r\n" % (subject, queue, weight)
-
-
-def ls_minus(subject: bytes, queue: bytes | None) -> bytes:
-    if queue is None:
-        return b"LS- " + subject + b"\r\n"
-    return b"LS- " + subject + b" " + queue + b"\r\n"
 
 
 class LocalInterest:
@@ -59,8 +48,8 @@ class LocalInterest:
         if not self.allowed(subject):
             return None
         if queue is None:
-            return ls_plus(subject, None, 1) if n == 1 else None
-        return ls_plus(subject, queue, n)
+            return encode_ls_plus(subject, None, 1) if n == 1 else None
+        return encode_ls_plus(subject, queue, n)
 
     def remove(self, subject: bytes, queue: bytes | None) -> bytes | None:
         """One subscription fewer on the key; returns the line to send, or None (unknown key: None)."""
@@ -76,8 +65,8 @@ class LocalInterest:
         if not self.allowed(subject):
             return None
         if n == 0:
-            return ls_minus(subject, queue)
-        return ls_plus(subject, queue, n) if queue is not None else None
+            return encode_ls_minus(subject, queue)
+        return encode_ls_plus(subject, queue, n) if queue is not None else None
 
     def keys(self) -> list[tuple[bytes, bytes | None]]:
         return list(self._counts)
@@ -86,7 +75,7 @@ class LocalInterest:
         """The full LS+ set for a fresh link (docs 3.6: initLeafNodeSmapAndSendSubs)."""
         for (subject, queue), n in self._counts.items():
             if self.allowed(subject):
-                yield ls_plus(subject, queue, n if queue is not None else 1)
+                yield encode_ls_plus(subject, queue, n if queue is not None else 1)
 
 
 class _HubKey:

@@ -2,24 +2,28 @@
 
 The :class:`LeafLink` protocol parses what the hub sends (``Parser(kind="leaf")``), keeps the hub's
 interest (:class:`HubInterest`), routes hub messages into the local broker and frames local messages
-as ``LMSG``/``HMSG``. All output after the handshake goes through one ordered buffer flushed once per
-loop turn by the server's flush cycle, so an ``LS+`` queued before a message is on the wire first.
+as ``LMSG``/``HMSG`` (edge.protocol.encode). All output after the handshake goes through one ordered
+:class:`~edge.core.outbound.OutboundBuffer` flushed once per loop turn by the server's flush cycle, so
+an ``LS+`` queued before a message is on the wire first; a message offered while it holds the remote's
+``outbound_limit`` is dropped (the uplink counts it).
 The handshake itself (docs/nats-protocol.md section 3.1) is driven by :class:`edge.leaf.uplink.Uplink`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import socket
 import time
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from edge.core.outbound import OutboundBuffer
 from edge.core.router import KIND_LEAF
+from edge.errors import EdgeError
 from edge.leaf.interest import HubInterest
-from edge.protocol.errors import ERR_STALE, ERR_UNKNOWN_OP, ProtocolError, err_line
+from edge.protocol.encode import PING, PONG, encode_err, encode_lmsg
+from edge.protocol.errors import ERR_STALE, ERR_UNKNOWN_OP, ProtocolError
 from edge.protocol.parser import Parser
 
 if TYPE_CHECKING:
@@ -34,7 +38,7 @@ FIRST_PING: Final = 1.0
 PING_JITTER: Final = 0.2
 
 
-class LeafHandshakeError(Exception):
+class LeafHandshakeError(EdgeError):
     """The hub refused or broke the handshake; ``text`` is its -ERR text or our reason."""
 
 
@@ -63,8 +67,8 @@ class LeafLink(asyncio.Protocol):
         self.ready_fut: asyncio.Future[None] = server.loop.create_future()
         self.closed_fut: asyncio.Future[str] = server.loop.create_future()
         self.close_reason = ""
-        self.out: list[bytes] = []
-        self.out_size = 0
+        # Messages beyond outbound_limit are refused, not a reason to close (no on_overflow).
+        self.outbound = OutboundBuffer(self, self.router.mark_dirty, uplink.remote.outbound_limit)
         self.paused = False
         self.pings_out = 0
         self.pings_sent = 0  # every PING we queued after the handshake (keepalive and store-and-forward)
@@ -103,7 +107,7 @@ class LeafLink(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.paused = False
-        if self.out:
+        if self.outbound.chunks:
             self.flush()
 
     # -- output ---------------------------------------------------------------------------------
@@ -113,48 +117,19 @@ class LeafLink(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.write(data)
 
-    def queue(self, data: bytes) -> None:
-        """Append to the ordered buffer; flushed at the end of this loop turn."""
-        if self.closed:
-            return
-        if not self.out:
-            self.router.mark_dirty(self)
-        self.out.append(data)
-        self.out_size += len(data)
-
     def flush(self) -> None:
-        if self.closed or self.paused or not self.out or self.transport is None:
+        if self.closed or self.paused or not self.outbound.chunks or self.transport is None:
             return
-        data = b"".join(self.out)
-        self.out.clear()
-        self.out_size = 0
-        self.transport.write(data)
+        self.transport.write(self.outbound.take())
 
     def send_msg(self, subject: bytes, reply: bytes | None, hdr_len: int, data: bytes, queues: list[bytes]) -> bool:
-        """Queue one LMSG/HMSG (docs 3.5); False when dropped because the hub is too slow."""
-        if self.out_size >= self.uplink.remote.outbound_limit:
-            return False
+        """Queue one LMSG/HMSG (docs 3.5), counted in the link's outbound buffer; False when dropped
+        because the hub is too slow (the buffer holds ``outbound_limit``)."""
+        nbytes = len(data)
         if hdr_len and not self.hub_headers:
             data = data[hdr_len:]
             hdr_len = 0
-        size = len(data)
-        if queues:
-            mid = (b" + " + reply + b" " if reply else b" | ") + b" ".join(queues) + b" "
-        elif reply:
-            mid = b" " + reply + b" "
-        else:
-            mid = b" "
-        if hdr_len:
-            line = b"HMSG " + subject + mid + b"%d %d\r\n" % (hdr_len, size)
-        else:
-            line = b"LMSG " + subject + mid + b"%d\r\n" % size
-        if not self.out:
-            self.router.mark_dirty(self)
-        self.out.append(line)
-        self.out.append(data)
-        self.out.append(b"\r\n")
-        self.out_size += len(line) + size + 2
-        return True
+        return self.outbound.add_msg(encode_lmsg(subject, reply, queues, hdr_len, data), nbytes)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -187,7 +162,7 @@ class LeafLink(asyncio.Protocol):
     def send_ping(self) -> int:
         """Queue a PING behind everything already queued; returns its ordinal (``pongs_in`` reaching it = answered)."""
         self.pings_sent += 1
-        self.queue(b"PING\r\n")
+        self.outbound.append(PING)
         return self.pings_sent
 
     def close(self, reason: str, err: str | None = None, abort_after: float | None = None) -> None:
@@ -200,7 +175,7 @@ class LeafLink(asyncio.Protocol):
         if self.transport is not None:
             self.flush()
             if err:
-                self.transport.write(err_line(err))
+                self.transport.write(encode_err(err))
             self.transport.close()
             if abort_after is not None:
                 self.server.loop.call_later(abort_after, self.transport.abort)  # no-op once closed
@@ -220,8 +195,7 @@ class LeafLink(asyncio.Protocol):
         self.state = "closed"
         if self._ping_handle is not None:
             self._ping_handle.cancel()
-        self.out.clear()
-        self.out_size = 0
+        self.outbound.close()
         exc = LeafHandshakeError(reason)
         for fut in (self.info_fut, self.ready_fut):
             if not fut.done():
@@ -294,9 +268,9 @@ class LeafLink(asyncio.Protocol):
 
     def on_ping(self) -> None:
         if self.state == "up":
-            self.queue(b"PONG\r\n")
+            self.outbound.append(PONG)
         else:
-            self.write_now(b"PONG\r\n")
+            self.write_now(PONG)
 
     def on_pong(self) -> None:
         if self.pings_out and self._ping_sent:
@@ -317,8 +291,3 @@ class LeafLink(asyncio.Protocol):
         if delay is not None:
             self.uplink.reconnect.special(delay)
         self.close(f"hub error: {text}")
-
-    # -- for the handshake ----------------------------------------------------------------------
-
-    def connect_line(self, options: dict[str, Any]) -> bytes:
-        return b"CONNECT " + json.dumps(options, separators=(",", ":")).encode() + b"\r\n"

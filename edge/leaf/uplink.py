@@ -27,6 +27,7 @@ from edge.leaf.backoff import Reconnect, delay_for_error
 from edge.leaf.credentials import CredentialsError, connect_credentials
 from edge.leaf.interest import LocalInterest, SubjectFilter, subject_filter
 from edge.leaf.link import LeafHandshakeError, LeafLink
+from edge.protocol.encode import encode_connect, encode_ls_plus
 
 if TYPE_CHECKING:
     from edge.core.server import Server
@@ -47,7 +48,7 @@ class LinkStats:
 
     in_msgs: int = 0
     in_bytes: int = 0
-    out_msgs: int = 0
+    out_msgs: int = 0  # of links already closed; the live link's outbound buffer counts its own
     out_bytes: int = 0
     connects: int = 0
     reconnects: int = 0
@@ -123,6 +124,9 @@ class Uplink:
         """State and counters in the shape of edge.monitoring.providers (cheap, on the loop)."""
         out: dict[str, Any] = asdict(self.stats)
         up = self._up
+        if up is not None:
+            out["out_msgs"] += up.outbound.msgs
+            out["out_bytes"] += up.outbound.bytes
         out["url"] = str(self.current_url) if self.current_url else ""
         out["connected"] = up is not None
         out["account"] = "$G"
@@ -159,10 +163,12 @@ class Uplink:
                 if not isinstance(exc, (OSError, TimeoutError, LeafHandshakeError, CredentialsError, ssl.SSLError)):
                     log.exception("Leafnode connection to %s failed unexpectedly", url)
                 log.warning("Leafnode connection to %s failed: %s", url, text)
+                self.stats.last_error = text  # shown on the status page while the link is down
                 wait = self.reconnect.wait_after_failure()
             else:
                 reason = await asyncio.shield(link.closed_fut)
                 log.info("Leafnode connection to %s closed: %s", url, reason)
+                self.stats.last_error = reason
                 self.link = None
                 wait = self.reconnect.wait_after_disconnect()
             if self._stopping:
@@ -215,7 +221,7 @@ class Uplink:
         options.update(await connect_credentials(remote, url, nonce))
         if self.deny_imports:
             options["deny_pub"] = list(remote.deny_imports)
-        link.write_now(link.connect_line(options))
+        link.write_now(encode_connect(options))
         if info.get("info_on_connect"):
             try:
                 async with asyncio.timeout(remote.connect_info_timeout):
@@ -245,8 +251,8 @@ class Uplink:
         self.stats.connects += 1
         self.reconnect.connected()
         for line in self.local.snapshot():
-            link.queue(line)
-        link.queue(b"LS+ " + self.lds + b"\r\n")
+            link.outbound.append(line)
+        link.outbound.append(encode_ls_plus(self.lds, None, 1))
         log.info("Leafnode connection to %s established (hub %s %s), %d interest keys sent",
                  self.current_url, link.info.get("server_name", "?"), link.info.get("version", "?"),
                  len(self.local))
@@ -255,6 +261,8 @@ class Uplink:
     def link_closed(self, link: LeafLink, reason: str) -> None:
         if self._up is link:
             self._up = None
+            self.stats.out_msgs += link.outbound.msgs
+            self.stats.out_bytes += link.outbound.bytes
             self.connected_event.clear()
             self.stats.connected_total += time.monotonic() - link.up_since
             self.local.allowed = subject_filter(None, self.deny_imports)
@@ -288,7 +296,7 @@ class Uplink:
     def _on_interest(self, sub: Subscription, added: bool) -> None:
         line = self.local.add(sub.subject, sub.queue) if added else self.local.remove(sub.subject, sub.queue)
         if line is not None and self._up is not None:
-            self._up.queue(line)
+            self._up.outbound.append(line)
 
     def _on_publish(self, src: Any, subject: bytes, reply: bytes | None, hdr_len: int, data: bytes,
                     match: Match) -> int:
@@ -314,8 +322,6 @@ class Uplink:
         if not link.send_msg(subject, reply, hdr_len, data, queues):
             self.stats.dropped_slow += 1
             return 0
-        self.stats.out_msgs += 1
-        self.stats.out_bytes += len(data)
         return 1
 
 

@@ -2,7 +2,7 @@
 
 docs/nats-protocol.md section 1.7 lists which of them close the connection. A parser raises
 :class:`ProtocolError` and nothing else on malformed input; the connection shell turns it into the
-``-ERR`` line (when the text is not None) and closes.
+``-ERR`` line (edge.protocol.encode.encode_err, when the text is not None) and closes.
 """
 
 from __future__ import annotations
@@ -44,11 +44,6 @@ def permissions_publish_reply(reply: str) -> str:
 def permissions_subscribe_revoked(subject: str, sid: str) -> str:
     """A subscription a reload's new permissions deny (nats-server processSubsOnConfigReload)."""
     return f'Permissions Violation for Subscription to "{subject}" (sid "{sid}")'
-
-
-def err_line(text: str) -> bytes:
-    """The wire form: ``-ERR '<text>'\\r\\n``."""
-    return b"-ERR '" + text.encode() + b"'\r\n"
 
 
 class ProtocolError(EdgeError):

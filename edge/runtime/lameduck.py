@@ -11,7 +11,6 @@ The caller then shuts the process down normally.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import TYPE_CHECKING, Final
 
@@ -36,14 +35,10 @@ async def run_lame_duck(broker: Broker, notifier: Notifier | None = None) -> Non
     log.info("Entering lame duck mode, stop accepting new clients")
     if notifier is not None:
         notifier.status("lame duck: closing clients")
-    info = dict(getattr(server, "_info_base", {}))
-    info["ldm"] = True
-    info["connect_urls"] = []
-    line = b"INFO " + json.dumps(info, separators=(",", ":")).encode() + b"\r\n"
+    line = server.lame_duck_info()
     for conn in list(server.clients.values()):
         # Queued on the connection's outbound buffer like any other protocol line; flushed this turn.
-        conn._send(line)
-    server._schedule_flush()
+        conn.outbound.append(line)
     grace = settings.lame_duck_grace_period
     span = max(0.0, settings.lame_duck_duration - grace)
     if grace > 0:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from edge.config.security import PermissionSettings, ResponsePermission, SubjectPermission
 from edge.core.router import KIND_INTERNAL
+from edge.protocol.encode import encode_hmsg, encode_msg
 
 if TYPE_CHECKING:
     from edge.core.client import ClientConnection
@@ -217,7 +218,8 @@ class _FilteredDelivery:
     """Stands in for a client connection as a subscription's ``conn``: checks, then writes the frame.
 
     The router calls :meth:`deliver` for non-client kinds; this writes the same MSG/HMSG bytes the
-    router would, into the owner's outbound buffer, with the same accounting and slow-consumer check.
+    router would (edge.protocol.encode) into the owner's outbound buffer, whose ``add_msg`` applies
+    the same accounting and slow-consumer rule.
     """
 
     kind: Final = KIND_INTERNAL
@@ -248,17 +250,12 @@ class _FilteredDelivery:
             return
         if reply:
             self.perms.record_reply(reply)
-        r = b" " + reply if reply else b""
         if hdr_len and c.headers:
-            frame = b"HMSG %b %b%b %d %d\r\n%b\r\n" % (subject, sub.sid, r, hdr_len, len(data), data)
+            frame = encode_hmsg(subject, sub.sid, reply, hdr_len, data)
         else:
-            payload = data[hdr_len:] if hdr_len else data
-            frame = b"MSG %b %b%b %d\r\n%b\r\n" % (subject, sub.sid, r, len(payload), payload)
-        c._send(frame)
-        c.out_msgs += 1
-        c.out_bytes += len(data)
-        if c.out_size > c.out_limit:
-            c.slow_consumer()
+            frame = encode_msg(subject, sub.sid, reply, data[hdr_len:] if hdr_len else data)
+        c.outbound.add_msg(frame, len(data))
+        if c.closed:  # a slow consumer now
             return
         if sub.max_msgs and sub.delivered + 1 >= sub.max_msgs:
             c.remove_subscription(sub)

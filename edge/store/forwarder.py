@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from edge.core.router import KIND_LEAF
+from edge.protocol.encode import encode_lmsg
 from edge.protocol.subjects import subject_matches
 from edge.store.async_outbox import AsyncOutbox
 from edge.store.log import BUSY, DISK_FULL, FULL, SPACE_ERRNOS, OutboxOptions
@@ -522,8 +523,8 @@ class Forwarder:
         # A burst of 1/10 s keeps a stall shorter than that (a disk read, a busy loop turn) from costing
         # throughput: with a burst of one batch, tokens refilled during it were capped away.
         bucket = TokenBucket(settings.replay_rate, max(settings.batch, settings.replay_rate // 10))
-        outbound_limit = link.uplink.remote.outbound_limit
-        limit = outbound_limit // 2
+        outbound = link.outbound
+        limit = outbound.limit // 2
         read_n = settings.batch * READ_AHEAD_BATCHES
         # Read ahead: records read from the outbox (one read = several batches, one thread hop when
         # from disk) and not sent yet; they are the records above `ahead_after` (minus any that fell
@@ -539,7 +540,7 @@ class Forwarder:
                 self.resent += n
                 log.warning("store_forward: %d records not acknowledged by the hub within %.0fs; sending again",
                             n, ACK_WAIT)
-            if not win.can_send() or link.paused or link.out_size > limit:
+            if not win.can_send() or link.paused or outbound.size > limit:
                 await self._wait(0.25)
                 continue
             n = settings.batch
@@ -562,36 +563,30 @@ class Forwarder:
                     continue
                 ahead.extend(got)
                 continue  # the floor may have moved while reading
-            if link.hub_headers:
-                data, count, last, nbytes = self._encode(ahead, n, max(1, outbound_limit - link.out_size),
-                                                         jet, self._clock())
-            else:
-                data, count, last, nbytes = b"", 0, 0, 0
-            delay = bucket.delay(count or min(n, len(ahead)), self._clock())
+            data, count, last, nbytes = self._encode(ahead, n, max(1, outbound.room), jet, self._clock(),
+                                                     link.hub_headers)
+            if not count:  # no room in the window (jetstream: max outstanding reached)
+                await self._wait(0.05)
+                continue
+            delay = bucket.delay(count, self._clock())
             if delay > 0:
                 await asyncio.sleep(delay)  # pacing, not synchronisation
                 if link.closed:
                     return
-            if data:
-                link.queue(data)
-            else:
-                count, last, nbytes = self._send_each(link, ahead, n, jet)
-            if last:
-                ahead_after = last
-                self.forwarded += count
-                link.uplink.stats.out_msgs += count
-                link.uplink.stats.out_bytes += nbytes
-                if not jet:
-                    self._pong.batch_sent(last, link.send_ping())  # type: ignore[union-attr]
-            else:
-                await self._wait(0.05)
+            outbound.add_batch(data, count, nbytes)
+            ahead_after = last
+            self.forwarded += count
+            if not jet:
+                self._pong.batch_sent(last, link.send_ping())  # type: ignore[union-attr]
 
     def _encode(self, ahead: collections.deque[Record], n: int, budget: int, jet: bool,
-                now: float) -> tuple[bytes, int, int, int]:
-        """Pop up to ``n`` records (about ``min(budget, MAX_BATCH_BYTES)`` bytes) from ``ahead`` and frame
-        them as one chunk of ``HMSG``s, each with its ``Nats-Msg-Id``; in jetstream mode each is also
-        entered in the ack window. Returns (wire bytes, records, last seq, header+payload bytes).
-        The same bytes :meth:`LeafLink.send_msg` would queue, without its per-message overhead.
+                now: float, headers: bool = True) -> tuple[bytes, int, int, int]:
+        """Pop up to ``n`` records (about ``min(budget, MAX_BATCH_BYTES)`` bytes, at least one) from
+        ``ahead`` and frame them (edge.protocol.encode) as one chunk of leaf ``HMSG``s, each with its
+        ``Nats-Msg-Id``; for a hub without header support (``headers`` False) as ``LMSG``s without the
+        headers, as :meth:`LeafLink.send_msg` strips them. In jetstream mode each is a request to the
+        prefixed subject and is entered in the ack window. Returns (wire bytes, records, last seq,
+        header+payload bytes).
         """
         budget = min(budget, MAX_BATCH_BYTES)
         gw = self.gateway + b"-"
@@ -610,46 +605,23 @@ class Forwarder:
             seq = rec.seq
             sid = b"%d" % seq
             h = rec.headers
-            headers = with_msg_id(h, gw + sid) if h else id_head + sid + b"\r\n\r\n"
+            hdrs = with_msg_id(h, gw + sid) if h else id_head + sid + b"\r\n\r\n"
             payload = rec.payload
-            hl = len(headers)
-            size = hl + len(payload)
+            hl = len(hdrs)
             if jet:
-                line = b"HMSG %b%b %b%b %d %d\r\n%b%b\r\n" % (
-                    prefix, rec.subject, inbox, sid, hl, size, headers, payload)
                 ackw.record_sent(seq, now)  # type: ignore[union-attr]
+                subject, reply = prefix + rec.subject, inbox + sid
             else:
-                line = b"HMSG %b %d %d\r\n%b%b\r\n" % (rec.subject, hl, size, headers, payload)
+                subject, reply = rec.subject, None
+            if headers:
+                line = encode_lmsg(subject, reply, (), hl, hdrs + payload)
+            else:
+                line = encode_lmsg(subject, reply, (), 0, payload)
             append(line)
             total += len(line)
-            nbytes += size
+            nbytes += hl + len(payload)
             count += 1
         return b"".join(parts), count, seq, nbytes
-
-    def _send_each(self, link: LeafLink, ahead: collections.deque[Record], n: int,
-                   jet: bool) -> tuple[int, int, int]:
-        """One message at a time through :meth:`LeafLink.send_msg` (a hub without header support)."""
-        gw = self.gateway + b"-"
-        prefix = self.settings.jetstream_subject_prefix.encode()
-        now = self._clock()
-        count = last = nbytes = 0
-        while ahead and count < n:
-            rec = ahead[0]
-            headers = with_msg_id(rec.headers, gw + b"%d" % rec.seq)
-            if jet:
-                subject = prefix + b"." + rec.subject if prefix else rec.subject
-                ok = link.send_msg(subject, self._inbox + b"%d" % rec.seq, len(headers), headers + rec.payload, [])
-            else:
-                ok = link.send_msg(rec.subject, None, len(headers), headers + rec.payload, [])
-            if not ok:
-                break
-            ahead.popleft()
-            last = rec.seq
-            count += 1
-            nbytes += len(headers) + len(rec.payload)
-            if jet:
-                self._ackw.record_sent(rec.seq, now)  # type: ignore[union-attr]
-        return count, last, nbytes
 
     # -- visibility -----------------------------------------------------------------------------
 

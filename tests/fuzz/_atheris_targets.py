@@ -21,7 +21,6 @@ import random
 import sys
 import zlib
 from collections.abc import Callable, Iterator
-from types import SimpleNamespace
 from typing import Any
 
 TestOneInput = Callable[[bytes], None]
@@ -210,23 +209,20 @@ def seeds(target: str) -> list[bytes]:
             b"\x3c" + encode_pub("big", bytes(range(256)) * 3 + b"z" * 250, reply="r" * 200),  # near both limits
         ]
     if target == "leaf":
-        from edge.leaf.interest import ls_minus, ls_plus
-        from edge.leaf.link import LeafLink
+        from edge.protocol.encode import encode_lmsg, encode_ls_minus, encode_ls_plus
 
-        # LeafLink.send_msg writes LMSG/HMSG into link.out; a stand-in link collects them.
-        link = SimpleNamespace(out=[], out_size=0, hub_headers=True,
-                               uplink=SimpleNamespace(remote=SimpleNamespace(outbound_limit=1 << 20)),
-                               router=SimpleNamespace(mark_dirty=lambda link: None))
-        LeafLink.send_msg(link, b"a.b", None, 0, b"hello", [])  # type: ignore[arg-type]
-        LeafLink.send_msg(link, b"a.c", b"_INBOX.x", 12, b"NATS/1.0\r\n\r\nhi", [])  # type: ignore[arg-type]
-        LeafLink.send_msg(link, b"q.s", b"_INBOX.y", 0, b"x", [b"g1", b"g2"])  # type: ignore[arg-type]
-        LeafLink.send_msg(link, b"q.t", None, 12, b"NATS/1.0\r\n\r\nhi", [b"g1"])  # type: ignore[arg-type]
         big = b"NATS/1.0\r\n\r\n" + b"p" * 1000  # near max_payload
-        LeafLink.send_msg(link, b"big", b"r" * 100, 12, big, [b"q" * 100])  # type: ignore[arg-type]
-        msgs = b"".join(link.out)
+        msgs = b"".join((
+            encode_lmsg(b"a.b", None, [], 0, b"hello"),
+            encode_lmsg(b"a.c", b"_INBOX.x", [], 12, b"NATS/1.0\r\n\r\nhi"),
+            encode_lmsg(b"q.s", b"_INBOX.y", [b"g1", b"g2"], 0, b"x"),
+            encode_lmsg(b"q.t", None, [b"g1"], 12, b"NATS/1.0\r\n\r\nhi"),
+            encode_lmsg(b"big", b"r" * 100, [b"q" * 100], 12, big),
+        ))
         return [
             b'\x03INFO {"server_id":"hub","headers":true}\r\nPING\r\n',
-            b"\x13" + ls_plus(b"a.*", None, 1) + ls_plus(b"w.>", b"q", 3) + ls_minus(b"w.>", b"q"),
+            b"\x13" + encode_ls_plus(b"a.*", None, 1) + encode_ls_plus(b"w.>", b"q", 3)
+            + encode_ls_minus(b"w.>", b"q"),
             b"\x21" + msgs,
         ]
     if target in ("frames", "cobs"):

@@ -10,7 +10,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.config.store_forward import StoreForwardSettings
-from edge.leaf.link import LeafLink
 from edge.store.forwarder import AckWindow, Forwarder, PongWindow, TokenBucket, with_msg_id
 from edge.store.log import Outbox, OutboxOptions
 from edge.store.record import Record
@@ -75,20 +74,7 @@ def test_ack_window_any_ack_order_confirms_everything(order: list[int]) -> None:
     assert best == 40 and not w.order and not w.acked
 
 
-# -- the batch encoder: the same bytes as one LeafLink.send_msg per record ------------------------
-
-
-class _FakeUplink:
-    def __init__(self) -> None:
-        self.remote = type("R", (), {"outbound_limit": 1 << 30})()
-
-
-def _fake_link() -> LeafLink:
-    link = LeafLink.__new__(LeafLink)
-    link.out, link.out_size, link.hub_headers, link.closed = [], 0, True, False
-    link.uplink = _FakeUplink()  # type: ignore[assignment]
-    link.router = type("Rt", (), {"mark_dirty": lambda self, _c: None})()  # type: ignore[assignment]
-    return link
+# -- the batch encoder ------------------------------------------------------------------------------
 
 
 def _forwarder(confirm: str = "pong", prefix: str = "") -> Forwarder:
@@ -108,26 +94,41 @@ RECS = [
     Record(7, 0, b"t.c", b"_INBOX.r", b"NATS/1.0\r\nNats-Msg-Id: mine\r\n\r\n", b"x" * 300),
     Record(123456, 0, b"t.d", b"", b"", b"\r\nPUB t.x 1\r\n"),
 ]
+# Each record's headers on the wire: its Nats-Msg-Id added (gateway-seq), a publisher's own id kept.
+HDRS = [
+    b"NATS/1.0\r\nNats-Msg-Id: gw1-1\r\n\r\n",  # 32 bytes
+    b"NATS/1.0\r\nX: y\r\nNats-Msg-Id: gw1-2\r\n\r\n",  # 38
+    b"NATS/1.0\r\nNats-Msg-Id: mine\r\n\r\n",  # 31
+    b"NATS/1.0\r\nNats-Msg-Id: gw1-123456\r\n\r\n",  # 37
+]
 
 
 @pytest.mark.parametrize(("confirm", "prefix"), [("pong", ""), ("jetstream", ""), ("jetstream", "up")])
-def test_encode_matches_send_msg_per_record(confirm: str, prefix: str) -> None:
-    fast = _forwarder(confirm, prefix)
-    data, count, last, nbytes = fast._encode(collections.deque(RECS), 100, 1 << 20, confirm == "jetstream", 1.0)
-    slow = _forwarder(confirm, prefix)
-    link = _fake_link()
+def test_encode_frames_each_record_exactly(confirm: str, prefix: str) -> None:
+    fw = _forwarder(confirm, prefix)
     left = collections.deque(RECS)
-    assert slow._send_each(link, left, 100, confirm == "jetstream") == (count, last, nbytes)
-    assert data == b"".join(link.out)
-    assert (count, last, not left) == (4, 123456, True)
-    # The first record, exactly: a jetstream record is a request to the (prefixed) stream subject.
-    first = b"HMSG t.a" if confirm == "pong" else b"HMSG " + (b"up." if prefix else b"") + b"t.a _SF.abc.1"
-    assert data.startswith(first + b" 32 37\r\nNATS/1.0\r\nNats-Msg-Id: gw1-1\r\n\r\nhello\r\nHMSG ")
-    assert b"Nats-Msg-Id: mine" in data and b"gw1-7" not in data  # a publisher's own id is kept
+    data, count, last, nbytes = fw._encode(left, 100, 1 << 20, confirm == "jetstream", 1.0)
+    assert [len(h) for h in HDRS] == [32, 38, 31, 37]
+    if confirm == "pong":  # plain leaf HMSGs, no reply (docs 3.5)
+        heads = [b"HMSG t.a 32 37", b"HMSG t.b 38 38", b"HMSG t.c 31 331", b"HMSG t.d 37 50"]
+    else:  # requests to the (prefixed) stream subject, the reply on the forwarder's inbox
+        p = b"up." if prefix else b""
+        heads = [b"HMSG " + p + b"t.a _SF.abc.1 32 37", b"HMSG " + p + b"t.b _SF.abc.2 38 38",
+                 b"HMSG " + p + b"t.c _SF.abc.7 31 331", b"HMSG " + p + b"t.d _SF.abc.123456 37 50"]
+    payloads = [b"hello", b"", b"x" * 300, b"\r\nPUB t.x 1\r\n"]
+    assert data == b"".join(h + b"\r\n" + hd + pl + b"\r\n" for h, hd, pl in zip(heads, HDRS, payloads, strict=True))
+    assert (count, last, nbytes, not left) == (4, 123456, 37 + 38 + 331 + 50, True)
     if confirm == "jetstream":
-        assert fast._ackw is not None and list(fast._ackw.order) == [1, 2, 7, 123456]
-        subj = b"up.t.d" if prefix else b"t.d"
-        assert b"HMSG " + subj + b" _SF.abc.123456 " in data
+        assert fw._ackw is not None and list(fw._ackw.order) == [1, 2, 7, 123456]
+
+
+def test_encode_for_a_hub_without_headers_sends_lmsg_without_them() -> None:
+    """As LeafLink.send_msg strips headers for such a hub; the counted bytes still include them."""
+    fw = _forwarder()
+    data, count, last, nbytes = fw._encode(collections.deque(RECS), 100, 1 << 20, False, 1.0, headers=False)
+    assert data == (b"LMSG t.a 5\r\nhello\r\nLMSG t.b 0\r\n\r\nLMSG t.c 300\r\n" + b"x" * 300
+                    + b"\r\nLMSG t.d 13\r\n\r\nPUB t.x 1\r\n\r\n")
+    assert (count, last, nbytes) == (4, 123456, 37 + 38 + 331 + 50)
 
 
 def test_encode_stops_at_count_and_byte_budget() -> None:
