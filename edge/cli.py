@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from edge import __version__
+from edge import NATS_SERVER_VERSION, __version__
 from edge.errors import ConfigError, EdgeError
 
 PROG = "nats-edge"
@@ -26,6 +26,8 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("-p", "--port", dest="port", type=int, metavar="PORT", help="client port (4222; -1 = random)")
     g.add_argument("-n", "--name", "--server_name", dest="server_name", metavar="NAME", help="server (gateway) name")
     g.add_argument("-m", "--http_port", dest="http_port", type=int, metavar="PORT", help="monitoring port")
+    g.add_argument("--mqtt_port", dest="mqtt_port", type=int, metavar="PORT",
+                   help="listen for MQTT 3.1.1 clients on PORT (the [mqtt] section's port)")
     g.add_argument("--ports_file_dir", dest="ports_file_dir", metavar="DIR", help="write <prog>_<pid>.ports here")
     g.add_argument("--max_payload", dest="max_payload", metavar="SIZE", help="maximum message payload (e.g. 1MB)")
     g.add_argument("--leaf", dest="leaf", metavar="URL",
@@ -82,6 +84,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         tls["verify"] = True
     if tls or getattr(args, "tls", None):
         out["tls"] = tls
+    if getattr(args, "mqtt_port", None) is not None:
+        out["mqtt"] = {"port": args.mqtt_port}
     if getattr(args, "leaf", None):
         out["leafnodes"] = {"remotes": [{"urls": [args.leaf]}]}
     if getattr(args, "demo", False):  # simulated sensors (edge.adapters.demo); keeps the file's other adapters
@@ -89,20 +93,28 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _load_checked(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> Any:
+    """Settings from the profile, the file and ``overrides``, and every configured feature able to work
+    here (edge.config.features): ``run``, its SIGHUP reload and ``check-config`` fail the same way."""
     from edge.config import load_settings
+    from edge.config.features import check_features
+
+    settings = load_settings(args.config, profile=args.profile, overrides=overrides)
+    check_features(settings)
+    return settings
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
     from edge.runtime.main import run_broker
 
     overrides = _overrides(args)
-    settings = load_settings(args.config, profile=args.profile, overrides=overrides)
+    settings = _load_checked(args, overrides)
     # SIGHUP re-reads the same sources with the same flags on top (edge.runtime.reload).
-    return run_broker(settings, reload=lambda: load_settings(args.config, profile=args.profile, overrides=overrides))
+    return run_broker(settings, reload=lambda: _load_checked(args, overrides))
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from edge.config import load_settings
-
-    settings = load_settings(args.config, profile=args.profile)
+    settings = _load_checked(args)
     sources = ", ".join(settings.sources) or "built-in defaults"
     print(f"configuration ok ({sources})")
     return 0
@@ -120,8 +132,23 @@ def _cmd_outbox(args: argparse.Namespace) -> int:
         if sf is None:
             print(f"{PROG}: no [store_forward] section; pass --dir", file=sys.stderr)
             return 1
-        directory = resolve_directory(sf, settings.state_dir)
+        directory, _ = resolve_directory(sf, settings.state_dir)
     print(outbox_command(directory, as_json=args.json))
+    return 0
+
+
+def _cmd_mqtt(args: argparse.Namespace) -> int:
+    from edge.mqtt.inspect import mqtt_command
+
+    directory = args.dir
+    if not directory:
+        from edge.config import load_settings
+        from edge.config.mqtt import MQTTSettings
+        from edge.mqtt.listener import resolve_mqtt_directory
+
+        settings = load_settings(args.config, profile=args.profile)
+        directory = resolve_mqtt_directory(settings.sections.get("mqtt") or MQTTSettings(), settings.state_dir)
+    print(mqtt_command(directory, as_json=args.json))
     return 0
 
 
@@ -133,7 +160,8 @@ class _HelpFormatter(argparse.HelpFormatter):
                  width: int | None = None) -> None:
         if width is None:
             try:
-                columns = int(os.environ.get("COLUMNS", "0")) or os.get_terminal_size(sys.__stdout__.fileno()).columns
+                stdout = sys.__stdout__ or sys.stdout
+                columns = int(os.environ.get("COLUMNS", "0")) or os.get_terminal_size(stdout.fileno()).columns
             except (ValueError, OSError, AttributeError):
                 columns = 80  # shutil.get_terminal_size's fallback
             width = columns - 2  # as argparse does
@@ -141,16 +169,27 @@ class _HelpFormatter(argparse.HelpFormatter):
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose subcommand parsers (created with its class) share ``_HelpFormatter``."""
+    """An ArgumentParser whose subcommand parsers (created with its class) share ``_HelpFormatter``
+    and reject unknown arguments themselves, so ``nats-edge run --bogus`` shows ``run``'s usage
+    (argparse hands a subcommand's leftovers up to the top-level parser, which shows its own)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
 
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        ns, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")  # exits 2
+        return ns, extras
+
 
 def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
     parser = _Parser(prog=PROG, description="A NATS-protocol broker for IoT gateways.")
-    parser.add_argument("-v", "--version", action="version", version=f"{PROG} {__version__}")
+    version = f"{PROG} {__version__} (nats-server {NATS_SERVER_VERSION} protocol)"
+    parser.add_argument("-v", "--version", action="version", version=version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -172,6 +211,12 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpar
     _add_config_flags(outbox)
     handlers["outbox"] = _cmd_outbox
 
+    mqtt = sub.add_parser("mqtt", help="list the MQTT listener's persistent sessions and retained messages")
+    mqtt.add_argument("--dir", help="the MQTT state directory (default: from the configuration)")
+    mqtt.add_argument("--json", action="store_true", help="print JSON")
+    _add_config_flags(mqtt)
+    handlers["mqtt"] = _cmd_mqtt
+
     from edge.runtime.service_cli import add_service_parser
 
     handlers["service"] = add_service_parser(sub)
@@ -185,7 +230,7 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpar
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, handlers = _build_parser()
-    commands = {"run", "check-config", "bench", "service", "simulate-device", "outbox", "-h", "--help", "-v",
+    commands = {"run", "check-config", "bench", "service", "simulate-device", "outbox", "mqtt", "-h", "--help", "-v",
                 "--version"}
     if not argv or argv[0] not in commands:
         argv = ["run", *argv]

@@ -15,7 +15,7 @@ from edge.adapters.base import Adapter, AdapterContext, Runnable, SubjectTemplat
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from edge.config.adapters import AdapterInstanceSettings, AdaptersSettings
+    from edge.adapters.section import AdapterInstanceSettings, AdaptersSettings
     from edge.core.server import Server
 
 __all__ = ["AdapterManager"]
@@ -24,9 +24,10 @@ log = logging.getLogger("edge.adapters")
 
 
 class AdapterManager:
-    def __init__(self, server: Server, settings: AdaptersSettings | None) -> None:
+    def __init__(self, server: Server, settings: AdaptersSettings | None, history: Any = None) -> None:
         self.server = server
         self.settings = settings
+        self.history = history  # edge.monitoring.statuspage.StatusHistory when the monitoring port runs
         self.supervisor: Supervisor | None = None
 
     def start(self) -> None:
@@ -45,6 +46,7 @@ class AdapterManager:
 
         cls = resolve(inst.kind)
         ctx = AdapterContext(self.server, inst.kind, inst.name, SubjectTemplates(**inst.templates))
+        ctx.history = self.history
 
         def factory() -> Runnable:
             return cls(inst.options, ctx)

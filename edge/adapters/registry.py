@@ -13,29 +13,19 @@ and ``[[adapters.mykind]]`` in the config enables it. A built-in name cannot be 
 from __future__ import annotations
 
 import importlib
-from enum import StrEnum
 from typing import TYPE_CHECKING, Final
+
+from edge.errors import EdgeError
 
 if TYPE_CHECKING:
     from edge.adapters.base import Adapter
 
-__all__ = ["ENTRY_POINT_GROUP", "AdapterKind", "AdapterLoadError", "available_kinds", "resolve"]
+__all__ = ["ENTRY_POINT_GROUP", "AdapterLoadError", "available_kinds", "resolve"]
 
 ENTRY_POINT_GROUP: Final = "nats_edge.adapters"
 
 
-class AdapterKind(StrEnum):
-    """Built-in kinds -> ``module:Class``. BLE and mDNS modules are provided by their owners."""
-
-    SERIAL = "serial"
-    DEMO = "demo"
-    BLE = "ble"
-
-    @property
-    def target(self) -> str:
-        return _BUILTIN[self.value]
-
-
+# Built-in kinds -> ``module:Class``. The mDNS adapter is wired by the runtime, not by kind.
 _BUILTIN: Final = {
     "serial": "edge.adapters.serial.adapter:SerialAdapter",
     "demo": "edge.adapters.demo:DemoAdapter",
@@ -43,7 +33,7 @@ _BUILTIN: Final = {
 }
 
 
-class AdapterLoadError(ValueError):
+class AdapterLoadError(EdgeError, ValueError):
     """Unknown kind, or its module/class could not be loaded (message says which and why)."""
 
 

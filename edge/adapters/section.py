@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from edge.config import values as v
-from edge.config.loader import KeyReporter, register_section
+from edge.config.sections import KeyReporter, register_section
 
 __all__ = ["AdapterInstanceSettings", "AdaptersSettings", "check_adapter_users", "parse_adapters"]
 
@@ -183,4 +183,8 @@ def check_adapter_users(adapters: AdaptersSettings, auth: Any) -> None:
         raise ConfigError(source, key, problem)
 
 
-register_section("adapters", parse_adapters)
+def _check(section: AdaptersSettings, settings: Any, rep: KeyReporter) -> None:
+    check_adapter_users(section, settings.authorization)
+
+
+register_section("adapters", parse_adapters, _check)

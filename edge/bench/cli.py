@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
+from functools import partial
 from typing import Any, Final
 
 from edge.bench import report
@@ -30,9 +31,11 @@ from edge.bench.scenarios import (
     ScenarioError,
     Target,
     generator_ceiling,
+    mqtt_generator_ceiling,
 )
 from edge.bench.servers import (
     NATS_SERVER_MISSING,
+    ArgvFactory,
     BrokerProcess,
     ServerStartError,
     edge_argv,
@@ -89,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Every message is numbered and checked for loss, duplication and reordering.",
         epilog=f"scenarios (default: all but the opt-in ones, in this order; 'all' adds those):\n{scenario_help}\n\n"
         "The store-* scenarios measure nats-edge's outbox, which nats-server does not have: they report\n"
-        "absolute figures against the project's targets, not ratios. They write to --store-dir.",
+        "absolute figures against the project's targets, not ratios. They write to --store-dir.\n"
+        "The mqtt-* scenarios start their own nats-edge with an [mqtt] listener and a Mosquitto\n"
+        "(/usr/sbin/mosquitto) on free ports and report nats-edge / Mosquitto ratios.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     mode = p.add_mutually_exclusive_group()
@@ -205,13 +210,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             wanted = ["nats-server", "nats-edge"] if args.compare else [args.target]
             binary = args.nats_server or find_nats_server()
             for name in wanted:
+                factory: ArgvFactory
                 if name == "nats-server":
                     if binary is None:
                         print(f"{PROG}: {NATS_SERVER_MISSING}", file=sys.stderr)
                         return 1
 
-                    def factory(host: str, port: int, _b: str = binary) -> list[str]:
-                        return nats_server_argv(_b, host, port)
+                    factory = partial(nats_server_argv, binary)
                 else:
                     factory = edge_argv
                 broker = start_broker(name, factory)
@@ -238,19 +243,30 @@ def _run(args: argparse.Namespace, params: Params, sizes: Sequence[int], names: 
          f"{params.duration:g} s per run; fanout K={params.fanout}, queue K={params.queue}")
 
     ceilings: dict[int, dict[str, float]] = {}
-    ceiling_sizes = list(sizes) if any(SCENARIOS[n].sized for n in names) else []
+    mqtt_ceilings: dict[int, dict[str, float]] = {}
+    ceiling_sizes = list(sizes) if any(SCENARIOS[n].sized and not n.startswith("mqtt-") for n in names) else []
     if "leaf" in names and LEAF_SIZE not in ceiling_sizes:  # leaf always runs at 128 B
         ceiling_sizes.append(LEAF_SIZE)
     if ceiling_sizes and not args.no_ceiling:
-        for size in ceiling_sizes:
+        for csize in ceiling_sizes:
             try:
-                ceilings[size] = generator_ceiling(ctx, size)
+                ceilings[csize] = generator_ceiling(ctx, csize)
             except ScenarioError as exc:
                 print(f"{PROG}: load generator self-test failed: {exc}", file=sys.stderr)
                 return 1
-            c = ceilings[size]
-            _say(f"generator ceiling {size} B: publisher {c['publisher'] / 1e6:.2f} M msg/s into a discard "
+            c = ceilings[csize]
+            _say(f"generator ceiling {csize} B: publisher {c['publisher'] / 1e6:.2f} M msg/s into a discard "
                  f"server; subscriber {c['subscriber'] / 1e6:.2f} M msg/s from a blaster")
+    if any(SCENARIOS[n].sized and n.startswith("mqtt-") for n in names) and not args.no_ceiling:
+        for csize in sizes:
+            try:
+                mqtt_ceilings[csize] = c = mqtt_generator_ceiling(ctx, csize)
+            except ScenarioError as exc:
+                print(f"{PROG}: MQTT load generator self-test failed: {exc}", file=sys.stderr)
+                return 1
+            _say(f"MQTT generator ceiling {csize} B: publisher {c['publisher'] / 1e6:.2f} M msg/s into a discard "
+                 f"broker; subscriber {c['subscriber'] / 1e6:.2f} M msg/s (QoS 0), "
+                 f"{c['subscriber_qos1'] / 1e6:.2f} M msg/s (QoS 1, acking) from a blaster")
 
     results: list[Result] = []
     for name in names:
@@ -262,9 +278,10 @@ def _run(args: argparse.Namespace, params: Params, sizes: Sequence[int], names: 
                     for r in _run_one(ctx, name, target, size, by_name.get(target.name)):
                         runs[target.name].append(r)
             for target in targets:
-                grouped: dict[tuple[str, int | None], list[Result]] = {}
+                # A scenario may report for a reference it started itself (MQTT: Mosquitto).
+                grouped: dict[tuple[str, tuple[str, int | None]], list[Result]] = {}
                 for r in runs[target.name]:
-                    grouped.setdefault(r.key, []).append(r)
+                    grouped.setdefault((r.target, r.key), []).append(r)
                 for group in grouped.values():
                     r = _median_result(group)
                     results.append(r)
@@ -277,8 +294,16 @@ def _run(args: argparse.Namespace, params: Params, sizes: Sequence[int], names: 
     # The targets are nats-edge's; nats-server measured alone has none to meet.
     checks = report.evaluate_goals(results, subject, reference) if subject != "nats-server" else []
     _say()
-    for line in report.render_table(results, [t.name for t in targets], checks):
-        _say(line)
+    mqtt_rows = [r for r in results if r.scenario.startswith("mqtt-")]
+    nats_rows = [r for r in results if not r.scenario.startswith("mqtt-")]
+    if nats_rows:
+        for line in report.render_table(nats_rows, [t.name for t in targets], checks):
+            _say(line)
+    if mqtt_rows:
+        _say()
+        _say("MQTT (nats-edge's [mqtt] listener against Mosquitto, both started by this run):")
+        for line in report.render_table(mqtt_rows, ["mosquitto", "nats-edge"], checks):
+            _say(line)
     if any(r.scenario.startswith("store-") for r in results):
         _say("store-* rows are nats-edge only (nats-server has no outbox): absolute figures against the "
              "targets, no ratio")
@@ -298,6 +323,17 @@ def _run(args: argparse.Namespace, params: Params, sizes: Sequence[int], names: 
                           c["subscriber"] / best_sub if best_sub else math.inf) < 2.0
                 note = " (under 2x: these rates are partly generator-bound, read them as lower bounds)"
                 _say(f"generator headroom {size} B: " + "; ".join(parts) + (note if low else ""))
+    for size, c in mqtt_ceilings.items():
+        def best(scenario: str, size: int = size) -> float:
+            return max((r.value or 0.0 for r in mqtt_rows if r.scenario == scenario and r.size == size), default=0)
+        ratios = [(name, c[key] / best(scn)) for name, key, scn in (
+            ("publisher", "publisher", "mqtt-pub"), ("QoS 0 subscriber", "subscriber", "mqtt-pubsub"),
+            ("QoS 1 subscriber", "subscriber_qos1", "mqtt-qos1")) if best(scn)]
+        if ratios:
+            low = min(x for _, x in ratios) < 2.0
+            note = " (under 2x: partly generator-bound, read as lower bounds)"
+            _say(f"MQTT generator headroom {size} B: "
+                 + "; ".join(f"{name} {x:.1f}x the fastest rate" for name, x in ratios) + (note if low else ""))
 
     failures = [r for r in results if r.error or r.verified is False]
     missed = [c for c in checks if c.met is False]
@@ -313,7 +349,8 @@ def _run(args: argparse.Namespace, params: Params, sizes: Sequence[int], names: 
 
     code = 1 if failures or (args.check_targets and missed) else 0
     if args.json:
-        _write_json(args.json, params, sizes, targets, ceilings, results, checks, code)
+        _write_json(args.json, params, sizes, targets,
+                    {**ceilings, **{f"mqtt-{k}": v for k, v in mqtt_ceilings.items()}}, results, checks, code)
     return code
 
 
@@ -330,7 +367,7 @@ def _clean(value: Any) -> Any:
 
 
 def _write_json(path: str, params: Params, sizes: Sequence[int], targets: Sequence[Target],
-                ceilings: dict[int, dict[str, float]], results: Sequence[Result],
+                ceilings: dict[Any, dict[str, float]], results: Sequence[Result],
                 checks: Sequence[report.GoalCheck], code: int) -> None:
     doc = {
         "tool": "nats-edge bench",

@@ -37,6 +37,7 @@ from edge.bench.wire import (
     pub_frame,
     pub_header,
 )
+from edge.errors import EdgeError
 
 RECV_BUFFER: Final = 4 * 1024 * 1024
 SOCK_BUFFER: Final = 4 * 1024 * 1024
@@ -54,7 +55,7 @@ FAKE_INFO: Final = (
 Credit = Literal["none", "min", "sum"]
 
 
-class BenchError(Exception):
+class BenchError(EdgeError):
     """A worker could not do its part (connection refused, -ERR from the broker, timeout)."""
 
 
@@ -506,7 +507,7 @@ def requester_main(spec: ReqSpec, shared: Shared, results: Any) -> None:
             for s in range(seq, seq + k):
                 pending[s] = now
             seq += k
-            sock.sendall(frames)  # type: ignore[union-attr]
+            sock.sendall(frames)
 
         start = time.monotonic()
         deadline = start + spec.duration + spec.warmup * 0.01

@@ -30,6 +30,7 @@ class Goal:
     bound: float
     label: str
     row: str | None = None
+    against: str = "nats-server"  # the reference of a ratio goal (MQTT rows: Mosquitto)
 
 
 GOALS: Final[tuple[Goal, ...]] = (
@@ -47,6 +48,13 @@ GOALS: Final[tuple[Goal, ...]] = (
     Goal("store-append", 128, "abs_min", 100e3, "abs >= 100k msg/s", row="store append"),
     Goal("store-amp", 128, "abs_max", 1.5, "abs <= 1.5x"),
     Goal("store-replay", 128, "abs_min", 50e3, "abs >= 50k msg/s"),
+    # MQTT (issue 15): against Mosquitto started in the same run.
+    Goal("mqtt-pub", 16, "ratio_min", 0.5, ">= 0.5x", against="mosquitto"),
+    Goal("mqtt-pub", 1024, "ratio_min", 0.5, ">= 0.5x", against="mosquitto"),
+    Goal("mqtt-pubsub", 16, "ratio_min", 0.5, ">= 0.5x", against="mosquitto"),
+    Goal("mqtt-pubsub", 1024, "ratio_min", 0.5, ">= 0.5x", against="mosquitto"),
+    Goal("mqtt-qos1", 16, "ratio_min", 0.5, ">= 0.5x", against="mosquitto"),
+    Goal("mqtt-idle-rss", None, "abs_max", 3e6, "<= 3 MB", row="mqtt RSS growth"),
 )
 
 
@@ -67,7 +75,8 @@ def _goal_for(r: Result) -> Goal | None:
 def evaluate_goals(results: Sequence[Result], subject: str, reference: str | None) -> list[GoalCheck]:
     """Judge ``subject``'s rows (nats-edge, or the single target measured) against :data:`GOALS`.
 
-    Ratio goals need a ``reference`` target (nats-server) measured in the same run.
+    Ratio goals need their reference measured in the same run: ``reference`` (nats-server) for most,
+    the goal's ``against`` target (Mosquitto, which the MQTT scenarios start themselves) for MQTT rows.
     """
     by_key = {(r.target, r.key): r for r in results}
     checks: list[GoalCheck] = []
@@ -82,8 +91,8 @@ def evaluate_goals(results: Sequence[Result], subject: str, reference: str | Non
         observed: float | None = None
         if goal.kind in ("abs_min", "abs_max"):
             observed = r.value
-        elif reference is not None:
-            ref = by_key.get((reference, r.key))
+        elif (ref_name := reference if goal.against == SERVER else goal.against) is not None:
+            ref = by_key.get((ref_name, r.key))
             if ref is not None and ref.value and r.value is not None:
                 observed = r.value / ref.value
         if observed is None:

@@ -26,18 +26,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from edge.bench import linked, loadgen
+from edge.bench import linked, loadgen, mqtt_load
 from edge.bench.servers import (
     NATS_SERVER_MISSING,
     ArgvFactory,
     BrokerProcess,
     ServerStartError,
     cpu_seconds,
+    find_mosquitto,
     free_port,
+    mosquitto_argv,
+    mqtt_probe,
+    probe,
     rss_bytes,
     start_broker,
+    wait_ready,
 )
 from edge.bench.wire import check_exactly_once, connect_frame
+from edge.errors import EdgeError
 
 READY_TIMEOUT: Final = 30.0  # spawning workers on a busy 2-core machine can take seconds
 IDLE_TIMEOUT: Final = 3.0  # no subscriber progress for this long after the publisher is done: stop
@@ -45,7 +51,7 @@ WINDOW_BYTES: Final = 4 * 1024 * 1024  # credit window between publisher and sub
 JOIN_TIMEOUT: Final = 5.0
 
 
-class ScenarioError(Exception):
+class ScenarioError(EdgeError):
     """A scenario could not run (a worker failed, a broker stopped answering)."""
 
 
@@ -269,19 +275,23 @@ def run_stream(
                     f" foreign {check.out_of_range}" + (f" errors: {errors[0]}" if errors else ""))
         delivered = check.unique
     elif subscribers:
-        bad = [s for s in subs if s["missing"] or s["duplicates"] or s["reordered"] or s["errors"]]
-        ok = not bad and all(s["unique"] == sent for s in subs)
-        delivered = sum(s["unique"] for s in subs)
-        if ok:
-            text = f"ok {delivered} msgs in order" + (f" ({subscribers} subs)" if subscribers > 1 else "")
-        else:
-            s = bad[0] if bad else subs[0]
-            text = (f"FAIL sub {subs.index(s)}: missing {s['missing']} dup {s['duplicates']}"
-                    f" reordered {s['reordered']}" + (f" errors: {s['errors'][0]}" if s["errors"] else ""))
+        ok, delivered, text = _in_order_verdict(subs, sent)
     else:
         ok, delivered = True, 0
         text = f"ok {sent} msgs acknowledged by PONG" if not fake else f"ok {sent} msgs"
     return StreamOutcome(sent, pub["t0"], t_end, delivered, subs, ok, text, cpu)
+
+
+def _in_order_verdict(subs: list[dict[str, Any]], sent: int) -> tuple[bool, int, str]:
+    """(ok, delivered, text) for subscribers that must each have received 0 .. sent-1 in order."""
+    bad = [s for s in subs if s["missing"] or s["duplicates"] or s["reordered"] or s["errors"]]
+    ok = not bad and all(s["unique"] == sent for s in subs)
+    delivered = sum(s["unique"] for s in subs)
+    if ok:
+        return ok, delivered, f"ok {delivered} msgs in order" + (f" ({len(subs)} subs)" if len(subs) > 1 else "")
+    s = bad[0] if bad else subs[0]
+    return ok, delivered, (f"FAIL sub {subs.index(s)}: missing {s['missing']} dup {s['duplicates']}"
+                           f" reordered {s['reordered']}" + (f" errors: {s['errors'][0]}" if s["errors"] else ""))
 
 
 def _wait_delivery(shared: loadgen.Shared, n: int, sent: int, summed: bool) -> None:
@@ -434,10 +444,11 @@ def _hub_binary(ctx: Context) -> str:
     return ctx.nats_server
 
 
-def _start(name: str, argv: ArgvFactory, stack: contextlib.ExitStack) -> BrokerProcess:
+def _start(name: str, argv: ArgvFactory, stack: contextlib.ExitStack,
+           ready: Callable[[str, int, float], bool] = probe) -> BrokerProcess:
     """start_broker, stopped when ``stack`` closes; a failure to start is a scenario error."""
     try:
-        broker = start_broker(name, argv)
+        broker = start_broker(name, argv, ready=ready)
     except ServerStartError as exc:
         raise ScenarioError(str(exc)) from None
     stack.callback(broker.stop)
@@ -636,15 +647,15 @@ def open_idle_connections(host: str, port: int, n: int, timeout: float = 60.0) -
             if remaining <= 0:
                 raise ScenarioError(f"{len(waiting)} of {n} idle connections got no PONG")
             for key, _ in sel.select(min(remaining, 1.0)):
-                s = key.fileobj
-                assert isinstance(s, socket.socket)
-                chunk = s.recv(65536)
+                ready = key.fileobj
+                assert isinstance(ready, socket.socket)
+                chunk = ready.recv(65536)
                 if not chunk:
                     raise ScenarioError("an idle connection was closed by the server")
-                waiting[s.fileno()] += chunk
-                if b"PONG\r\n" in waiting[s.fileno()]:
-                    del waiting[s.fileno()]
-                    sel.unregister(s)
+                waiting[ready.fileno()] += chunk
+                if b"PONG\r\n" in waiting[ready.fileno()]:
+                    del waiting[ready.fileno()]
+                    sel.unregister(ready)
         return socks
     except BaseException:
         for s in socks:
@@ -661,6 +672,162 @@ def _raise_nofile(need: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
+# ------------------------------------------------------------------------------------------------ MQTT
+
+MQTT_REFERENCE: Final = "mosquitto"
+MOSQUITTO_MISSING: Final = "Mosquitto not found: apt-get install mosquitto (the broker, /usr/sbin/mosquitto)"
+# QoS 1 messages in flight between the publisher and the subscriber. Mosquitto keeps 20 in flight per
+# subscriber and queues at most 1000 more (max_queued_messages), dropping beyond: a larger window would
+# measure its drops, not its rate.
+MQTT_QOS1_WINDOW: Final = 1000
+
+
+def run_mqtt_stream(ctx: Context, *, host: str, port: int, size: int, qos: int, subscribers: int,
+                    pid: int | None = None, fake: str | None = None) -> StreamOutcome:
+    """:func:`run_stream` for MQTT: one publisher at ``qos`` (0 or 1), ``subscribers`` subscribers at the
+    same QoS on one topic, verified in order (and at QoS 1 every PUBACK, in order)."""
+    p = ctx.params
+    topic = ctx.subject("mqtt").replace(".", "/")
+    if qos:
+        window, batch = MQTT_QOS1_WINDOW, MQTT_QOS1_WINDOW // 4
+    else:
+        window, batch = max(1, p.window_bytes // (len(topic) + size + 6)), None
+    with _Workers(ctx, subscribers) as w:
+        if fake == "discard":
+            w.start(mqtt_load.mqtt_discard_main, host)
+            port = w.wait("port", "discard", 0, READY_TIMEOUT)
+        spec = mqtt_load.MqttPubSpec(host, port, topic, size, qos, p.duration, "min" if subscribers else "none",
+                                     window, batch, serve=fake == "blaster")
+        pub_role = "blaster" if spec.serve else "publisher"
+        w.start(mqtt_load.mqtt_publisher_main, spec)
+        if spec.serve:
+            port = w.wait("port", "blaster", 0, READY_TIMEOUT)
+        for i in range(subscribers):
+            w.start(mqtt_load.mqtt_subscriber_main, mqtt_load.MqttSubSpec(i, host, port, topic, size, qos))
+        for i in range(subscribers):
+            w.wait("ready", "subscriber", i, READY_TIMEOUT)
+        w.wait("ready", pub_role, 0, READY_TIMEOUT)
+        cpu0 = cpu_seconds(pid) if pid else None
+        w.shared.go.set()
+        pub = w.wait("result", pub_role, 0, p.duration + 90.0)
+        sent = pub["sent"]
+        if subscribers:
+            _wait_delivery(w.shared, subscribers, sent, False)
+        cpu1 = cpu_seconds(pid) if pid else None
+        w.shared.stop.value = 1
+        subs = [w.wait("result", "subscriber", i, 30.0) for i in range(subscribers)]
+    t_end = max([s["last_rx"] for s in subs], default=pub["t_end"])
+    cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
+    if subscribers:
+        ok, delivered, text = _in_order_verdict(subs, sent)
+    else:
+        ok, delivered, text = True, 0, f"ok {sent} msgs, then PINGRESP" if not fake else f"ok {sent} msgs"
+    if qos and not fake:
+        ok = ok and pub["acked"] == sent
+        text += f", {pub['acked']}/{sent} PUBACKs in order"
+    return StreamOutcome(sent, pub["t0"], t_end, delivered, subs, ok, text, cpu)
+
+
+def _start_mqtt(label: str, conf_dir: Path, stack: contextlib.ExitStack, *, mqtt: bool = True) -> Target:
+    """Mosquitto, or nats-edge with (``mqtt``) or without an [mqtt] listener on a free port; the Target's
+    port is the MQTT port (the NATS port for nats-edge without MQTT), ready for a client."""
+    if label == MQTT_REFERENCE:
+        binary = find_mosquitto()
+        if binary is None:
+            raise ScenarioError(MOSQUITTO_MISSING)
+        b = _start(MQTT_REFERENCE, mosquitto_argv(binary, conf_dir), stack, ready=mqtt_probe)
+        return Target(label, b.host, b.port, b.pid)
+    mqtt_port = free_port()
+    toml = 'server_name = "bench-mqtt"\n'
+    if mqtt:
+        toml += f"[mqtt]\nport = {mqtt_port}\ndir = {linked.toml_str(str(conf_dir / 'mqtt'))}\n"
+    name = "mqtt-on" if mqtt else "mqtt-off"
+    b = _start(f"nats-edge ({name})", linked.edge_config_argv(toml, conf_dir, name), stack)
+    if not mqtt:
+        return Target(label, b.host, b.port, b.pid)
+    try:
+        wait_ready(b.host, mqtt_port, proc=b.proc, ready=mqtt_probe)
+    except ServerStartError as exc:
+        raise ScenarioError(f"nats-edge MQTT listener: {exc}") from None
+    return Target(label, b.host, mqtt_port, b.pid)
+
+
+def _mqtt_skip(name: str, row: str, target: Target, unit: str, size: int | None) -> list[Result] | None:
+    """MQTT scenarios run once per run, on the nats-edge target, against a Mosquitto they start."""
+    if target.name == "nats-server":
+        return []  # its MQTT listener needs JetStream: the reference here is Mosquitto
+    if target.name != "nats-edge" or target.argv is None:
+        return [_na(name, row, target, "needs a nats-edge we start", unit, size)]
+    if find_mosquitto() is None:
+        return [_na(name, row, target, MOSQUITTO_MISSING, unit, size)]
+    return None
+
+
+def _mqtt_stream_scenario(name: str, row: str, qos: int, subscribers: int, ctx: Context, target: Target,
+                          size: int | None) -> list[Result]:
+    assert size is not None
+    skipped = _mqtt_skip(name, row, target, "msg/s", size)
+    if skipped is not None:
+        return skipped
+    out: list[Result] = []
+    for label in (MQTT_REFERENCE, "nats-edge"):
+        with tempfile.TemporaryDirectory(prefix="bench-mqtt-") as tmp, contextlib.ExitStack() as stack:
+            broker = _start_mqtt(label, Path(tmp), stack)
+            res = run_mqtt_stream(ctx, host=broker.host, port=broker.port, size=size, qos=qos,
+                                  subscribers=subscribers, pid=broker.pid)
+        out.append(_stream_result(name, row, size, broker, res, per=subscribers))
+    return out
+
+
+def scenario_mqtt_pub(ctx: Context, target: Target, size: int | None) -> list[Result]:
+    return _mqtt_stream_scenario("mqtt-pub", "mqtt pub qos0", 0, 0, ctx, target, size)
+
+
+def scenario_mqtt_pubsub(ctx: Context, target: Target, size: int | None) -> list[Result]:
+    return _mqtt_stream_scenario("mqtt-pubsub", "mqtt pubsub qos0", 0, 1, ctx, target, size)
+
+
+def scenario_mqtt_qos1(ctx: Context, target: Target, size: int | None) -> list[Result]:
+    return _mqtt_stream_scenario("mqtt-qos1", "mqtt pubsub qos1", 1, 1, ctx, target, size)
+
+
+def scenario_mqtt_idle_rss(ctx: Context, target: Target, size: int | None) -> list[Result]:
+    """RSS of a fresh nats-edge with the MQTT listener on (after one MQTT client came and went) and of
+    one with it off (after one NATS client), and Mosquitto's for reference; the growth has a target."""
+    rows = ("mqtt idle RSS", "mqtt RSS growth")
+    skipped = _mqtt_skip("mqtt-idle-rss", rows[0], target, "B", None)
+    if skipped is not None:
+        return skipped
+    with tempfile.TemporaryDirectory(prefix="bench-mqtt-rss-") as tmp, contextlib.ExitStack() as stack:
+        off = _start_mqtt("nats-edge", Path(tmp), stack, mqtt=False)
+        on = _start_mqtt("nats-edge", Path(tmp), stack)
+        mosq = _start_mqtt(MQTT_REFERENCE, Path(tmp), stack)
+        assert off.pid and on.pid and mosq.pid
+        rss_off, rss_on, rss_mosq = rss_bytes(off.pid), rss_bytes(on.pid), rss_bytes(mosq.pid)
+    if rss_off is None or rss_on is None:
+        return [_na("mqtt-idle-rss", rows[0], target, "no /proc figures", "B")]
+    extra = {"rss_mqtt_on": rss_on, "rss_mqtt_off": rss_off}
+    return [
+        Result("mqtt-idle-rss", rows[0], None, MQTT_REFERENCE, rss_mosq, "B", higher_is_better=False),
+        Result("mqtt-idle-rss", rows[0], None, "nats-edge", rss_on, "B", higher_is_better=False, extra=extra),
+        Result("mqtt-idle-rss", rows[1], None, "nats-edge", rss_on - rss_off, "B", higher_is_better=False,
+               verify_text=f"on {rss_on / 1e6:.1f} MB - off {rss_off / 1e6:.1f} MB", extra=extra),
+    ]
+
+
+def mqtt_generator_ceiling(ctx: Context, size: int, host: str = "127.0.0.1") -> dict[str, float]:
+    """The MQTT generator's own limits for ``size`` (msgs/s): a QoS 0 publisher into a discarding fake
+    broker, and a subscriber fed by a blasting fake broker at QoS 0 and at QoS 1 (acking every message)."""
+    pub = run_mqtt_stream(ctx, host=host, port=0, size=size, qos=0, subscribers=0, fake="discard")
+    out = {"publisher": pub.sent / pub.elapsed}
+    for qos, key in ((0, "subscriber"), (1, "subscriber_qos1")):
+        sub = run_mqtt_stream(ctx, host=host, port=0, size=size, qos=qos, subscribers=1, fake="blaster")
+        if not sub.verified:
+            raise ScenarioError(f"MQTT generator self-test failed (QoS {qos}): {sub.verify_text}")
+        out[key] = sub.delivered / sub.elapsed
+    return out
+
+
 # Order matters: idle RSS is read before any load has grown the broker.
 SCENARIOS: Final[dict[str, Scenario]] = {
     "startup": Scenario(scenario_startup, False, "time from spawn until a PING is answered"),
@@ -672,6 +839,10 @@ SCENARIOS: Final[dict[str, Scenario]] = {
     "queue": Scenario(scenario_queue, True, "one publisher, a queue group of K, exactly once"),
     "reqrep": Scenario(scenario_reqrep, False, "request-reply latency, sequential and concurrent"),
     "leaf": Scenario(scenario_leaf, False, "128 B gateway -> hub, the broker as leaf of a hub nats-server"),
+    "mqtt-idle-rss": Scenario(scenario_mqtt_idle_rss, False, "nats-edge RSS with the MQTT listener on vs off"),
+    "mqtt-pub": Scenario(scenario_mqtt_pub, True, "MQTT QoS 0 ingest, nats-edge vs Mosquitto"),
+    "mqtt-pubsub": Scenario(scenario_mqtt_pubsub, True, "MQTT QoS 0 one publisher, one subscriber, vs Mosquitto"),
+    "mqtt-qos1": Scenario(scenario_mqtt_qos1, True, "MQTT QoS 1 pub -> sub, PUBACKs both ways, vs Mosquitto"),
     "store-append": Scenario(scenario_store_append, False,
                              "(opt-in) outbox durable appends, 128 B, default fsync + per batch", default=False),
     "store-amp": Scenario(scenario_store_amp, False,

@@ -21,6 +21,7 @@ from typing import IO, Final
 from urllib.parse import urlsplit
 
 from edge.bench.wire import connect_frame
+from edge.errors import EdgeError
 
 __all__ = [
     "NATS_SERVER_MISSING",
@@ -28,8 +29,11 @@ __all__ = [
     "ServerStartError",
     "cpu_seconds",
     "edge_argv",
+    "find_mosquitto",
     "find_nats_server",
     "free_port",
+    "mosquitto_argv",
+    "mqtt_probe",
     "nats_server_argv",
     "parse_url",
     "probe",
@@ -45,7 +49,7 @@ ArgvFactory = Callable[[str, int], list[str]]
 _CLK_TCK: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-class ServerStartError(Exception):
+class ServerStartError(EdgeError):
     """A broker did not become ready (it exited, or did not answer before the deadline)."""
 
 
@@ -114,8 +118,47 @@ def probe(host: str, port: int, timeout: float = 1.0) -> bool:
     return False
 
 
+def mqtt_probe(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True when the server at host:port answers an MQTT 3.1.1 CONNECT with CONNACK 0."""
+    from edge.protocol import mqtt
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.sendall(mqtt.encode_connect(mqtt.Connect("bench-probe", True, 0)))
+            buf = b""
+            while len(buf) < 4:
+                chunk = s.recv(4)
+                if not chunk:
+                    return False
+                buf += chunk
+            s.sendall(mqtt.DISCONNECT_BYTES)
+            return buf[:4] == mqtt.encode_connack(False, mqtt.ACCEPTED)
+    except OSError:
+        return False
+
+
+def find_mosquitto() -> str | None:
+    """The Mosquitto broker binary (Debian installs it in /usr/sbin, often not on a user's PATH)."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    return "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
+
+
+def mosquitto_argv(binary: str, conf_dir: Path) -> ArgvFactory:
+    """Mosquitto on 127.0.0.1, anonymous clients allowed, everything else its defaults."""
+
+    def argv(host: str, port: int) -> list[str]:
+        conf = conf_dir / "mosquitto.conf"
+        conf.write_text(f"listener {port} {host}\nallow_anonymous true\n", encoding="utf-8")
+        return [binary, "-c", str(conf)]
+
+    return argv
+
+
 def wait_ready(
-    host: str, port: int, timeout: float = READY_TIMEOUT, proc: subprocess.Popen[bytes] | None = None
+    host: str, port: int, timeout: float = READY_TIMEOUT, proc: subprocess.Popen[bytes] | None = None,
+    ready: Callable[[str, int, float], bool] = probe,
 ) -> float:
     """Poll until :func:`probe` succeeds; returns the seconds waited.
 
@@ -127,7 +170,7 @@ def wait_ready(
     while True:
         if proc is not None and proc.poll() is not None:
             raise ServerStartError(f"exited with status {proc.returncode} before accepting connections")
-        if probe(host, port, timeout=max(0.05, min(1.0, deadline - time.monotonic()))):
+        if ready(host, port, max(0.05, min(1.0, deadline - time.monotonic()))):
             return time.monotonic() - start
         if time.monotonic() >= deadline:
             raise ServerStartError(f"not ready on {host}:{port} within {timeout:.1f} s")
@@ -210,13 +253,15 @@ class BrokerProcess:
 
 
 def start_broker(
-    name: str, argv_for_port: ArgvFactory, host: str = "127.0.0.1", timeout: float = READY_TIMEOUT
+    name: str, argv_for_port: ArgvFactory, host: str = "127.0.0.1", timeout: float = READY_TIMEOUT,
+    ready: Callable[[str, int, float], bool] = probe,
 ) -> BrokerProcess:
     """Start a broker on a free port and wait until it is ready.
 
     Args:
         name: label (``nats-server`` or ``nats-edge``).
         argv_for_port: ``(host, port) -> argv``, e.g. :func:`edge_argv`.
+        ready: the readiness probe (:func:`probe` for NATS, :func:`mqtt_probe` for an MQTT broker).
     Raises:
         ServerStartError: with the tail of the broker's log.
     """
@@ -233,7 +278,7 @@ def start_broker(
         raise ServerStartError(f"{name}: cannot start {argv[0]}: {exc}") from exc
     broker = BrokerProcess(name, host, port, proc, log.name, started, _log_file=log)
     try:
-        wait_ready(host, port, timeout, proc)
+        wait_ready(host, port, timeout, proc, ready)
     except ServerStartError as exc:
         tail = broker.log_tail()
         broker.stop()

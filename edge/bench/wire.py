@@ -30,6 +30,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
+from edge.errors import EdgeError
+
 __all__ = [
     "BATCH_TARGET_BYTES",
     "MIN_PAYLOAD",
@@ -69,7 +71,7 @@ _FILLER: Final = b"nats-edge-bench-" * 4
 _LITTLE: Final = sys.byteorder == "little"
 
 
-class WireError(Exception):
+class WireError(EdgeError):
     """Bytes from a broker that cannot be parsed as NATS protocol."""
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from edge.config import values as v
-from edge.config.loader import KeyReporter, register_section
+from edge.config.sections import KeyReporter, register_section
 from edge.config.store_forward import validate_subscribe_subject
 
 __all__ = ["LeafRemote", "LeafTLS", "LeafURL", "LeafnodesSettings", "parse_leaf_url", "parse_leafnodes"]

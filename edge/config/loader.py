@@ -9,52 +9,15 @@ Unknown keys are errors too, because a misspelt limit silently left at its defau
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from edge.config import values as v
-from edge.config.sections import SECTION_MODULES
+from edge.config.sections import SECTION_CHECKS, SECTION_MODULES, SECTIONS, KeyReporter, section_parser
 from edge.config.settings import MAX_PAYLOAD_LIMIT, AuthorizationSettings, Settings
 from edge.errors import ConfigError
-
-# A section parser receives the raw table and a function that reports an error for a sub-key.
-SectionParser = Callable[[Any, "KeyReporter"], Any]
-
-
-class KeyReporter:
-    """Turns ``ValueError``s from value readers into :class:`ConfigError`s naming source and key."""
-
-    def __init__(self, source: str, prefix: str = "") -> None:
-        self.source = source
-        self.prefix = prefix
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}{name}"
-
-    def child(self, name: str) -> KeyReporter:
-        return KeyReporter(self.source, f"{self.prefix}{name}.")
-
-    def error(self, name: str, problem: str) -> ConfigError:
-        return ConfigError(self.source, self.key(name), problem)
-
-    def read(self, table: dict[str, Any], name: str, reader: Callable[..., Any], **kw: Any) -> Any:
-        try:
-            return reader(table[name], **kw)
-        except ValueError as exc:
-            raise self.error(name, str(exc)) from None
-
-    def reject_unknown(self, table: dict[str, Any], known: set[str] | frozenset[str]) -> None:
-        for name in table:
-            if name not in known:
-                raise self.error(name, f"unknown key (known keys: {', '.join(sorted(known))})")
-
-    def require_table(self, value: Any, name: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise ConfigError(self.source, self.key(name).rstrip("."), f"expected a table, got {value!r}")
-        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,25 +57,8 @@ _SERVER_KEYS: Final[dict[str, _Key]] = {
 _COMPOUND_KEYS: Final = frozenset({"listen", "http", "authorization"})
 _AUTH_KEYS: Final = frozenset({"user", "password", "token", "timeout", "users", "no_auth_user"})
 
-# Feature sections: name -> parser. Each feature's schema module registers itself here so the
-# loader needs no knowledge of leaf links, the outbox or adapters.
-SECTIONS: dict[str, SectionParser] = {}
-
 # Keys a hardware profile may carry besides server keys and sections (its own description).
 _PROFILE_META_KEYS: Final = frozenset({"profile"})
-
-
-def register_section(name: str, parser: SectionParser) -> None:
-    SECTIONS[name] = parser
-
-
-def _section_parser(name: str) -> SectionParser | None:
-    """The parser of feature section ``name``, importing its schema module on first use."""
-    parser = SECTIONS.get(name)
-    if parser is None and name in SECTION_MODULES:
-        importlib.import_module(SECTION_MODULES[name])  # registers itself
-        parser = SECTIONS.get(name)
-    return parser
 
 
 def profiles_dir() -> str:
@@ -204,7 +150,7 @@ def _apply_table(settings: Settings, raw: dict[str, Any], rep: KeyReporter, *, i
             settings.http_host, settings.http_port = _read_host_port(raw, name, rep)
         elif name == "authorization":
             _apply_authorization(settings.authorization, rep.require_table(value, name), rep.child(name))
-        elif (parse_section := _section_parser(name)) is not None:
+        elif (parse_section := section_parser(name)) is not None:
             table = rep.require_table(value, name)
             previous = settings.sections.get(name)
             settings.sections[name] = parse_section(_merge(previous, table), rep.child(name))
@@ -267,12 +213,15 @@ def _check_consistency(settings: Settings, rep: KeyReporter) -> None:
         from edge.config.security import check_users
 
         check_users(auth, rep)
-    adapters = settings.sections.get("adapters")
-    if adapters is not None:  # a serial port's user must be in [authorization] (from any source)
-        from edge.config.adapters import check_adapter_users
-
-        check_adapter_users(adapters, auth)
+    for name, section in settings.sections.items():  # e.g. a serial port's or [mqtt]'s user must exist
+        check = SECTION_CHECKS.get(name)
+        if check is not None:
+            check(section, settings, rep)
     if settings.max_payload > settings.max_pending:
         raise rep.error("max_payload", f"{settings.max_payload} is larger than max_pending ({settings.max_pending})")
     if settings.http_port and settings.http_port == settings.port and settings.port > 0:
         raise rep.error("http_port", f"the monitoring port {settings.http_port} is also the client port")
+    if settings.http_port or "monitoring" in settings.sections:
+        from edge.config.monitoring import check_monitoring  # LAN bind needs auth; auth needs users
+
+        check_monitoring(settings, rep)

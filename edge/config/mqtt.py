@@ -111,4 +111,8 @@ def check_mqtt_users(settings: MQTTSettings, auth: Any, rep: KeyReporter) -> Non
         raise rep.error("mqtt.no_auth_user", f"{name!r} is not in authorization.users")
 
 
-register_section("mqtt", parse_mqtt)
+def _check(section: MQTTSettings, settings: Any, rep: KeyReporter) -> None:
+    check_mqtt_users(section, settings.authorization, rep)
+
+
+register_section("mqtt", parse_mqtt, _check)

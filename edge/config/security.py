@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from edge.config import values as v
-from edge.config.loader import KeyReporter, register_section
+from edge.config.sections import KeyReporter, register_section
 
 __all__ = [
     "AuthBackoffSettings",

@@ -2,7 +2,7 @@
 
 Defaults cite nats-server's ``server/const.go`` (v2.15); see docs/nats-protocol.md section 4.1.
 Sections that belong to later features (``leafnodes``, ``store_forward``, ``adapters``) have their
-own schema modules beside this one and are registered in :data:`edge.config.loader.SECTIONS`.
+own schema modules beside this one and are registered in :data:`edge.config.sections.SECTIONS`.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from edge.config import values as v
-from edge.config.loader import KeyReporter, register_section
+from edge.config.sections import KeyReporter, register_section
 
 __all__ = ["StoreForwardSettings", "parse_store_forward", "read_long_duration", "validate_subscribe_subject"]
 

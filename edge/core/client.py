@@ -262,9 +262,13 @@ class ClientConnection(asyncio.Protocol):
     def version(self) -> str:
         return self.options.version
 
-    def set_max_pending(self, max_pending: int) -> None:
-        """A reloaded ``max_pending``: the bound of the outbound buffer plus the transport's backlog."""
+    def apply_limits(self, max_pending: int, max_payload: int, trace: bool) -> None:
+        """Reloaded limits: ``max_pending`` bounds the outbound buffer plus the transport's backlog,
+        ``max_payload`` the parser (its cache of validated PUB lines is dropped with it)."""
         self.outbound.set_max_pending(max_pending, self._backlog())
+        self.parser.max_payload = max_payload
+        self.trace = trace
+        self._update_slow_path()
 
     def _update_slow_path(self) -> None:
         options = self.options
@@ -393,7 +397,9 @@ class ClientConnection(asyncio.Protocol):
 
     # -- ops (parser handler) -------------------------------------------------------------------
 
-    def on_connect(self, options: dict[str, Any]) -> None:
+    def on_connect(self, options: dict[str, Any]) -> bool:
+        """Apply a CONNECT. True: it waits for a bcrypt check off the loop, and the parser must hold the
+        input behind it until :meth:`_finish_connect` resumes it; False: done."""
         if self.trace:
             trace_log.debug("%s - <<- [CONNECT %s]", self.tag, _redact(options))
         if "account" in options or "new_account" in options:
@@ -409,7 +415,7 @@ class ClientConnection(asyncio.Protocol):
             return True
         if not verdict:
             raise ProtocolError(E.ERR_AUTH_VIOLATION)
-        credentials = {k: options[k] for k in CREDENTIAL_OPTIONS if k in options}
+        credentials: dict[str, Any] = {k: options[k] for k in CREDENTIAL_OPTIONS if k in options}
         if credentials:  # re-checked when a reload changes authorization (Server.reload_authorization)
             self.credentials = credentials
         self.options = merged
@@ -422,6 +428,7 @@ class ClientConnection(asyncio.Protocol):
         self._update_slow_path()
         if merged.verbose:
             self.outbound.append(OK)
+        return False
 
     async def _finish_connect(self, options: dict[str, Any], check: Any) -> None:
         """Run a deferred bcrypt check in a worker thread, then complete the CONNECT and go on with the

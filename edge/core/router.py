@@ -126,9 +126,10 @@ class Router:
                 tail = HMSG_TAIL % (hdr_len, size, data)
             plain_tail: bytes | None = None  # for subscribers without header support, made on demand
         else:
-            head = m.head
-            if head is None:
-                head = m.head = MSG_HEAD % subject
+            cached = m.head
+            if cached is None:
+                cached = m.head = MSG_HEAD % subject
+            head = cached
             if reply:
                 tail = MSG_TAIL_REPLY % (reply, size, data)
             else:
@@ -147,7 +148,7 @@ class Router:
             if c is src and not c.echo:
                 continue
             if c.kind:  # not a client connection: a leaf link, an internal client or a permission filter
-                if getattr(c, "owner", None) is src and not src.echo:
+                if not src.echo and src is getattr(c, "owner", None):
                     continue  # a filter (edge.security.permissions) standing in for the publisher itself
                 c.deliver(sub, subject, reply, hdr_len, data)
                 delivered += 1
@@ -200,7 +201,7 @@ class Router:
             c = sub.conn
             if c.closed or (c is src and not c.echo):
                 continue
-            if c.kind and getattr(c, "owner", None) is src and not src.echo:
+            if c.kind and not src.echo and src is getattr(c, "owner", None):
                 continue  # a permission filter standing in for the publisher itself
             return sub
         return None

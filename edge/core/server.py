@@ -18,16 +18,18 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
-from edge import __version__
+from edge import NATS_SERVER_VERSION, __version__
 from edge.config.settings import Settings
 from edge.core.client import ClientConnection, CloseReason
 from edge.core.internal import InternalClient
 from edge.core.router import Router
 from edge.core.sublist import SubscriptionIndex
 from edge.core.subscription import Subscription
+from edge.errors import ListenError
 from edge.protocol import errors as E
+from edge.protocol.encode import encode_info
 
 log = logging.getLogger("edge.server")
 
@@ -96,10 +98,46 @@ def new_server_id() -> str:
     return "N" + "".join(_BASE32[b & 31] for b in os.urandom(55))  # 256 % 32 == 0: uniform
 
 
-class Server:
-    """The broker. Create it inside a running loop, then ``await start()``."""
+class Authenticator(Protocol):
+    """What the server asks of ``[authorization]`` (edge.security.auth.Authenticator, built by the runtime)."""
 
-    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    needs_nonce: bool
+
+    def nonce_for(self, conn: Any) -> str: ...
+    def authenticate(self, conn: Any, options: dict[str, Any], *, may_defer: bool = False) -> Any: ...
+    def recheck(self, conn: Any, credentials: dict[str, Any]) -> bool: ...
+    def record(self, check: Any, ok: bool) -> None: ...
+    def inherit(self, previous: Any) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerTLS:
+    """TLS on the client port (edge.security.tls.client_listener_tls, passed in by the runtime).
+
+    ``options(server)`` gives the protocol factory and extra ``create_server`` arguments; ``info`` the
+    fields nats-server adds to INFO when TLS is on.
+    """
+
+    options: Callable[[Server], tuple[Callable[[], asyncio.Protocol], dict[str, Any]]]
+    info: dict[str, Any]
+
+
+class Server:
+    """The broker. Create it inside a running loop, then ``await start()``.
+
+    The optional parts come in through the constructor (the runtime builds them, so that core never
+    imports edge.security): ``authenticator`` when ``[authorization]`` requires it, ``tls`` when the
+    client port uses TLS.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        authenticator: Authenticator | None = None,
+        tls: ListenerTLS | None = None,
+    ) -> None:
         self.settings = settings
         self.loop = loop or asyncio.get_running_loop()
         self.server_id = new_server_id()
@@ -128,17 +166,13 @@ class Server:
         self.auth_required = auth.required
         self._info_base: dict[str, Any] = {}
         self.tls_handshake_failures = 0
-        # edge.security (bcrypt, nkeys, permissions) is imported only when authentication is configured.
-        self.authenticator: Any = None
-        if self.auth_required:
-            from edge.security.auth import build_authenticator
-
-            self.authenticator = build_authenticator(settings)
+        self.authenticator: Authenticator | None = authenticator
+        self.tls = tls
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind the client listener. Raises OSError (address in use, ...) for the caller to report."""
+        """Bind the client listener. Raises ListenError (address in use, ...) for the caller to report."""
         port = self.settings.port
         if port < 0:
             port = 0  # nats-server's RANDOM_PORT (-1)
@@ -146,23 +180,23 @@ class Server:
             return ClientConnection(self)
 
         tls_kw: dict[str, Any] = {}
-        tls = self.settings.sections.get("tls")
-        if tls is not None:  # edge.security.tls: plain INFO then start_tls, or TLS first
-            from edge.security.tls import listener_options
-
-            factory, tls_kw = listener_options(self, tls)  # type: ignore[assignment]
-        sock = _bind_literal(self.settings.host, port)
-        if sock is not None:
-            self._listener = await self.loop.create_server(factory, sock=sock, backlog=1024, **tls_kw)
-        else:
-            self._listener = await self.loop.create_server(
-                factory,
-                host=self.settings.host,
-                port=port,
-                reuse_address=True,
-                backlog=1024,
-                **tls_kw,
-            )
+        if self.tls is not None:  # plain INFO then start_tls, or TLS first
+            factory, tls_kw = self.tls.options(self)
+        try:
+            sock = _bind_literal(self.settings.host, port)
+            if sock is not None:
+                self._listener = await self.loop.create_server(factory, sock=sock, backlog=1024, **tls_kw)
+            else:
+                self._listener = await self.loop.create_server(
+                    factory,
+                    host=self.settings.host,
+                    port=port,
+                    reuse_address=True,
+                    backlog=1024,
+                    **tls_kw,
+                )
+        except OSError as exc:
+            raise ListenError.client(self.settings.host, self.settings.port, exc) from exc
         sock = self._listener.sockets[0]
         self.port = sock.getsockname()[1]
         for s in self._listener.sockets:
@@ -171,7 +205,8 @@ class Server:
         self._info_base = {
             "server_id": self.server_id,
             "server_name": self.server_name,
-            "version": __version__,
+            "version": NATS_SERVER_VERSION,
+            "edge_version": __version__,  # clients ignore INFO fields they do not know
             "proto": CLIENT_PROTO,
             "go": "python{}.{}.{}".format(*sys.version_info[:3]),
             "host": self.settings.host,
@@ -180,10 +215,8 @@ class Server:
             "max_payload": self.settings.max_payload,
         }
         self._set_info_auth(self.settings)
-        if tls is not None:
-            from edge.security.tls import info_fields
-
-            self._info_base.update(info_fields(tls))
+        if self.tls is not None:
+            self._info_base.update(self.tls.info)
         log.info("Listening for client connections on %s:%d", self.settings.host, self.port)
 
     def _set_info_auth(self, settings: Settings) -> None:
@@ -262,23 +295,38 @@ class Server:
         if connect_info:
             info["connect_info"] = True
             info["remote_account"] = "$G"
-        return b"INFO " + json.dumps(info, separators=(",", ":")).encode() + b" \r\n"
+        return encode_info(info)
 
-    def reload_authorization(self, settings: Settings) -> tuple[int, int]:
+    def lame_duck_info(self) -> bytes:
+        """The INFO every client gets on entering lame duck mode: ``ldm`` and no ``connect_urls``
+        (nats-server's lameDuckMode sendLDMToClients; clients then reconnect elsewhere)."""
+        return encode_info({**self._info_base, "ldm": True, "connect_urls": []})
+
+    def apply_settings(self, new: Settings) -> None:
+        """A reloaded configuration's limits, for the server and every connection (SIGHUP): max_pending,
+        max_payload (also what INFO tells new clients, as nats-server does after a reload), trace, and
+        the size of the closed-connections ring. Timers read ``self.settings`` when they next fire."""
+        old = self.settings
+        self.settings = new
+        if new.max_closed_clients != old.max_closed_clients:
+            self.closed_clients = deque(self.closed_clients, maxlen=new.max_closed_clients)
+        if self._info_base:
+            self._info_base["max_payload"] = new.max_payload
+        for conn in list(self.clients.values()):
+            conn.apply_limits(new.max_pending, new.max_payload, new.trace)
+
+    def reload_authorization(self, settings: Settings, authenticator: Authenticator | None) -> tuple[int, int]:
         """Apply a reloaded ``authorization`` to new and connected clients, as nats-server's
         reloadAuthorization does: a client whose CONNECT credentials no longer pass is closed (with no
         -ERR, as nats-server); one that passes gets its user's new permissions, and each of its
         subscriptions those now deny is removed with 'Permissions Violation for Subscription to "s" (sid "n")'.
-        Returns (clients closed, subscriptions removed)."""
+        ``authenticator`` is the one built for ``settings`` (None without authorization); it inherits the
+        previous one's failure backoff and bcrypt cache. Returns (clients closed, subscriptions removed)."""
         previous = self.authenticator
         self.auth_required = settings.authorization.required
-        self.authenticator = None
-        if self.auth_required:
-            from edge.security.auth import build_authenticator
-
-            self.authenticator = build_authenticator(settings)
-            if previous is not None:
-                self.authenticator.inherit(previous)
+        self.authenticator = authenticator
+        if authenticator is not None and previous is not None:
+            authenticator.inherit(previous)
         if self._info_base:  # listening: what new clients are told
             self._set_info_auth(settings)
         closed = removed = 0
@@ -314,8 +362,8 @@ class Server:
         if denied:
             self.remove_subscriptions(denied)
             for sub in denied:
-                subject, sid = sub.subject.decode(errors="replace"), sub.sid.decode(errors="replace")
-                conn.send_err(E.permissions_subscribe_revoked(subject, sid))
+                conn.send_err(E.permissions_subscribe_revoked(sub.subject.decode(errors="replace"),
+                                                              sub.sid.decode(errors="replace")))
         conn._update_slow_path()
         return len(denied)
 
@@ -372,14 +420,18 @@ class Server:
     def num_subscriptions(self) -> int:
         return len(self.sublist)
 
-    def write_ports_file(self, directory: str, http_port: int = 0) -> str:
-        """nats-server's ``--ports_file_dir``: ``<prog>_<pid>.ports`` with the bound URLs."""
+    async def write_ports_file(self, directory: str, http_port: int = 0) -> str:
+        """nats-server's ``--ports_file_dir``: ``<prog>_<pid>.ports`` with the bound URLs, written (atomically,
+        through aiofiles' worker thread) so that a stalling disk never blocks the event loop."""
+        import aiofiles
+        import aiofiles.os
+
         ports: dict[str, list[str]] = {"nats": [f"nats://{self.settings.host}:{self.port}"]}
         if http_port:
             ports["monitoring"] = [f"http://{self.settings.http_host}:{http_port}"]
         path = os.path.join(directory, f"nats-edge_{os.getpid()}.ports")
         tmp = path + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(ports, fh)
-        os.replace(tmp, path)
+        async with aiofiles.open(tmp, "w") as fh:
+            await fh.write(json.dumps(ports))
+        await aiofiles.os.replace(tmp, path)
         return path

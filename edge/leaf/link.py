@@ -226,8 +226,9 @@ class LeafLink(asyncio.Protocol):
             if self.state == "connect":
                 self.go_up()
 
-    def on_connect(self, options: dict[str, Any]) -> None:
+    def on_connect(self, options: dict[str, Any]) -> bool:
         self.close("the hub sent CONNECT", err=ERR_UNKNOWN_OP)
+        return False
 
     def on_ls_plus(self, subject: bytes, queue: bytes | None, weight: int) -> None:
         if subject == self.uplink.lds:

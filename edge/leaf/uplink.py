@@ -206,7 +206,7 @@ class Uplink:
                 transport = await loop.start_tls(link.transport, link, ctx, server_hostname=url.host)
             if transport is None:
                 raise LeafHandshakeError("TLS handshake failed")
-            link.transport = transport  # type: ignore[assignment]
+            link.transport = transport
         elif use_tls and not first and not info.get("tls_required"):
             raise LeafHandshakeError("TLS configured but the hub does not offer it")
         nonce = info.get("nonce") if isinstance(info.get("nonce"), str) else None

@@ -9,6 +9,7 @@ unknown ``sort``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import time
@@ -16,9 +17,10 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
-from edge import __version__
+from edge import NATS_SERVER_VERSION, __version__
 from edge.config.settings import Settings
 from edge.core.server import ClosedConnection
+from edge.errors import EdgeError
 from edge.monitoring.providers import DeviceProvider, LeafLinkProvider
 
 __all__ = [
@@ -58,7 +60,7 @@ _CONNZ_SORTS: Final[dict[str, Callable[[Any, float], Any]]] = {
 }
 
 
-class QueryError(ValueError):
+class QueryError(EdgeError, ValueError):
     """A query parameter has a value the endpoint does not accept (rendered as HTTP 400)."""
 
 
@@ -72,6 +74,7 @@ class MonitoredBroker(Protocol):
     outbox: Any  # OutboxProvider | None
     config_load_time: float
     lame_duck: bool
+    mqtt: Any  # edge.mqtt.listener.MQTTListener | None
 
 
 # -- formatting -----------------------------------------------------------------------------------
@@ -83,28 +86,32 @@ def rfc3339(ts: float) -> str:
 
 
 def go_duration(seconds: float) -> str:
-    """Go's ``time.Duration.String()``: "0s", "1.5ms", "2.3s", "3m21s", "1h0m5s"."""
-    if seconds <= 0:
+    """Go's ``time.Duration.String()`` of ``seconds`` rounded to whole nanoseconds: "0s", "512ns",
+    "640.123µs", "1.5ms", "2.3s", "3m21s", "1h0m5s"."""
+    ns = round(seconds * 1e9)
+    if ns <= 0:
         return "0s"
-    if seconds < 1e-6:
-        return f"{round(seconds * 1e9)}ns"
-    if seconds < 1e-3:
-        return f"{_trim(seconds * 1e6)}µs"
-    if seconds < 1:
-        return f"{_trim(seconds * 1e3)}ms"
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    s = f"{_trim(secs)}s"
+    if ns < 1000:
+        return f"{ns}ns"
+    if ns < 1_000_000:
+        return f"{_fraction(ns, 3)}µs"
+    if ns < 1_000_000_000:
+        return f"{_fraction(ns, 6)}ms"
+    minutes, sec_ns = divmod(ns, 60_000_000_000)
+    hours, minutes = divmod(minutes, 60)
+    s = f"{_fraction(sec_ns, 9)}s"
     if hours:
-        return f"{int(hours)}h{int(minutes)}m{s}"
+        return f"{hours}h{minutes}m{s}"
     if minutes:
-        return f"{int(minutes)}m{s}"
+        return f"{minutes}m{s}"
     return s
 
 
-def _trim(value: float) -> str:
-    text = f"{value:.6f}".rstrip("0").rstrip(".")
-    return text or "0"
+def _fraction(value: int, digits: int) -> str:
+    """``value / 10**digits`` in decimal without trailing zeros (exact: no float formatting)."""
+    whole, frac = divmod(value, 10**digits)
+    tail = str(frac).rjust(digits, "0").rstrip("0")
+    return f"{whole}.{tail}" if tail else str(whole)
 
 
 def _uptime(seconds: float) -> str:
@@ -172,7 +179,8 @@ def varz(b: MonitoredBroker, http_req_stats: Mapping[str, int], now: float | Non
     return {
         "server_id": srv.server_id,
         "server_name": srv.server_name,
-        "version": __version__,
+        "version": NATS_SERVER_VERSION,
+        "edge_version": __version__,
         "proto": 1,
         "go": f"python{platform.python_version()}",
         "host": s.host,
@@ -192,7 +200,7 @@ def varz(b: MonitoredBroker, http_req_stats: Mapping[str, int], now: float | Non
         "cluster": {},
         "gateway": {},
         "leaf": leaf,
-        "mqtt": {},
+        "mqtt": b.mqtt.varz() if getattr(b, "mqtt", None) is not None else {},  # edge.mqtt.listener
         "websocket": {},
         "jetstream": {},
         "tls_timeout": 2,
@@ -222,7 +230,18 @@ def varz(b: MonitoredBroker, http_req_stats: Mapping[str, int], now: float | Non
         "system_account": "",
         "slow_consumer_stats": {"clients": srv.slow_consumers, "routes": 0, "gateways": 0, "leafs": 0},
         "stale_connection_stats": {"clients": srv.stale_connections, "routes": 0, "gateways": 0, "leafs": 0},
+        **_outbox_varz(b),
     }
+
+
+def _outbox_varz(b: MonitoredBroker) -> dict[str, Any]:
+    """``{"outbox": {...every stats field...}}`` when store-and-forward is on (our addition; nats-server has
+    no outbox), e.g. ``"disk_full": true, "disk_error": "ENOSPC: No space left on device"``; else ``{}``."""
+    if b.outbox is None:
+        return {}
+    st = b.outbox.stats()
+    fields = dataclasses.asdict(st) if dataclasses.is_dataclass(st) and not isinstance(st, type) else dict(vars(st))
+    return {"outbox": fields}
 
 
 def _last_activity(conn: Any, now: float) -> float:
@@ -250,7 +269,7 @@ def _entry(c: Any, now: float, last: float, stop: float | None) -> dict[str, Any
     entry: dict[str, Any] = {
         "cid": c.cid,
         "kind": "Client",
-        "type": "nats",
+        "type": "mqtt" if getattr(c, "mqtt_client", None) else "nats",
         "ip": c.host,
         "port": c.port,
         "start": rfc3339(c.start),
@@ -271,6 +290,8 @@ def _entry(c: Any, now: float, last: float, stop: float | None) -> dict[str, Any
         "subscriptions": len(c.subs),
     })
     entry.update({k: v for k, v in (("name", c.name), ("lang", c.lang), ("version", c.version)) if v})
+    if getattr(c, "mqtt_client", None):
+        entry["mqtt_client"] = c.mqtt_client
     if getattr(c, "user", None):
         entry["authorized_user"] = c.user
         entry["account"] = "$G"
@@ -307,6 +328,8 @@ def connz(b: MonitoredBroker, query: Mapping[str, str], now: float | None = None
     subs = _subs_param(query)
     cid_filter = _int_param(query, "cid", 0)
     conns: list[Any] = [] if state == "closed" else list(srv.clients.values())
+    if state != "closed" and getattr(b, "mqtt", None) is not None:  # MQTT clients, as nats-server lists them
+        conns += b.mqtt.connections
     if state != "open":
         conns += reversed(srv.closed_clients)  # most recent first, as nats-server lists them
     if cid_filter:
@@ -343,7 +366,7 @@ def subsz(b: MonitoredBroker, query: Mapping[str, str], now: float | None = None
     # Fan-out statistics over the match cache, as monitor.go/sublist.go Stats() compute them.
     cache = getattr(sl, "_cache", {})
     fanouts = [len(m.plain) + len(m.queues) for m in cache.values()]
-    matches = sl.matches
+    matches, hits = srv.router.match_stats()
     result: dict[str, Any] = {
         "server_id": srv.server_id,
         "now": rfc3339(now),
@@ -352,7 +375,7 @@ def subsz(b: MonitoredBroker, query: Mapping[str, str], now: float | None = None
         "num_inserts": sl.inserts,
         "num_removes": sl.removes,
         "num_matches": matches,
-        "cache_hit_rate": (sl.cache_hits / matches) if matches else 0.0,
+        "cache_hit_rate": (hits / matches) if matches else 0.0,
         "max_fanout": max(fanouts, default=0),
         "avg_fanout": (sum(fanouts) / len(fanouts)) if fanouts else 0.0,
     }
@@ -418,11 +441,19 @@ def routez(b: MonitoredBroker, now: float | None = None) -> dict[str, Any]:
 
 
 def healthz(b: MonitoredBroker) -> tuple[int, dict[str, Any]]:
-    """200 ``{"status":"ok"}`` while accepting clients; 503 with an error otherwise (lame duck, stopping)."""
+    """200 ``{"status":"ok"}`` while accepting clients; 503 with an error otherwise (lame duck, stopping, an
+    outbox that cannot write)."""
     if b.lame_duck:
         return 503, {"status": "unavailable", "error": "server is in lame duck mode"}
     if not b.server.accepting:
         return 503, {"status": "unavailable", "error": "server is not accepting client connections"}
+    # The outbox cannot store (full disk, I/O error): store-and-forward publishes are being refused, so
+    # the gateway is not doing its job; 503 "unavailable" like nats-server when its JetStream store fails.
+    st = b.outbox.stats() if b.outbox is not None else None
+    if getattr(st, "disk_full", False):
+        why = getattr(st, "disk_error", "") or "disk error"
+        return 503, {"status": "unavailable", "error": f"outbox cannot write ({why}): store-and-forward "
+                                                       "messages are rejected"}
     return 200, {"status": "ok"}
 
 
@@ -436,9 +467,10 @@ def devicez(b: MonitoredBroker, query: Mapping[str, str], now: float | None = No
             if adapter and d.get("adapter") != adapter:
                 continue
             entry = dict(d)
-            last_seen = entry.get("last_seen")
-            if isinstance(last_seen, (int, float)):
-                entry["last_seen"] = rfc3339(float(last_seen))
+            for key in ("first_seen", "last_seen"):
+                seen = entry.get(key)
+                if isinstance(seen, (int, float)):
+                    entry[key] = rfc3339(float(seen))
             devices.append(entry)
     offset = _int_param(query, "offset", 0)
     limit = _int_param(query, "limit", DEFAULT_LIMIT, MAX_LIMIT)

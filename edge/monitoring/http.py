@@ -21,7 +21,7 @@ import dataclasses
 import gzip
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
@@ -164,7 +164,7 @@ class MonitoringServer:
             log.exception("monitoring endpoint %s failed", path)
             return _json(500, {"error": "internal error"})
 
-    def authorize(self, headers: list[tuple[bytes, bytes]], peer: Any) -> bool | Any:
+    def authorize(self, headers: Iterable[tuple[bytes, bytes]], peer: Any) -> bool | Any:
         """True when no auth is configured or the request's basic credentials are a broker user's; False
         otherwise; or a BcryptCheck to run off the loop (then ``record`` it and ask again)."""
         if not self.auth_required:

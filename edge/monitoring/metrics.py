@@ -101,13 +101,22 @@ def render_metrics(b: MonitoredBroker, now: float | None = None) -> str:
     outbox = b.outbox
     if outbox is not None:
         stats = outbox.stats()
-        fields = dataclasses.asdict(stats) if dataclasses.is_dataclass(stats) else dict(vars(stats))
+        if dataclasses.is_dataclass(stats) and not isinstance(stats, type):
+            fields = dataclasses.asdict(stats)
+        else:
+            fields = dict(vars(stats))
         for key, value in sorted(fields.items()):
             if isinstance(value, bool):  # disk_full, forwarding: 0/1 gauges
                 value = int(value)
             if not isinstance(value, (int, float)):
                 continue
             w.one(f"nats_edge_outbox_{key}", "gauge", f"Outbox statistic {key} (edge.store OutboxStats).", value)
+
+    mqtt = getattr(b, "mqtt", None)  # edge.mqtt.listener.MQTTListener when [mqtt] is on
+    if mqtt is not None:
+        for key, value in sorted(mqtt.varz().items()):
+            if isinstance(value, int) and not isinstance(value, bool) and key not in ("port", "ack_wait"):
+                w.one(f"nats_edge_mqtt_{key}", "gauge", f"MQTT listener statistic {key} (edge.mqtt).", value)
 
     devices: list[dict[str, Any]] = []
     for provider in b.device_providers:

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from edge.config.settings import Settings
-from edge.core.server import Server
+from edge.core.server import Authenticator, ListenerTLS, Server
 from edge.errors import ConfigError
 
 log = logging.getLogger("edge.runtime")
@@ -31,15 +31,22 @@ class Broker:
         self.device_providers: list[Any] = []
         self.outbox: Any = None
         self.monitor: Any = None  # edge.monitoring.http.MonitoringServer when -m/http_port is set
-        self.registry: Any = None  # edge.runtime.registry.DeviceRegistry, made by ensure_registry() on first use
+        self.registry: Any = None  # edge.adapters.devices.DeviceRegistry, made by ensure_registry() at start
         self.mdns: Any = None  # edge.adapters.mdns.runtime.MdnsRuntime when [mdns] is enabled
         self.adapters: Any = None  # edge.adapters.manager.AdapterManager when [adapters] has instances
+        self.mqtt: Any = None  # edge.mqtt.listener.MQTTListener when [mqtt] has a port
         self.config_load_time = time.time()
         self.lame_duck = False
         self._hub_task: asyncio.Task[None] | None = None  # joining a hub found by mDNS
 
     async def start(self) -> None:
-        self.server = Server(self.settings, asyncio.get_running_loop())
+        tls = self.settings.sections.get("tls")
+        self.server = Server(
+            self.settings,
+            asyncio.get_running_loop(),
+            authenticator=build_authenticator(self.settings),
+            tls=None if tls is None else _client_tls(tls),
+        )
         leaf_settings = self.settings.sections.get("leafnodes")
         sf_settings = self.settings.sections.get("store_forward")
         forwarder = None
@@ -52,12 +59,25 @@ class Broker:
             from edge.store.forwarder import Forwarder, resolve_directory
 
             uplink = self.leaf.uplinks[0] if self.leaf is not None and self.leaf.uplinks else None
-            forwarder = Forwarder(self.server, sf_settings, resolve_directory(sf_settings, self.settings.state_dir),
-                                  uplink)
+            directory, origin = resolve_directory(sf_settings, self.settings.state_dir)
+            log.info("Outbox directory %s (from %s)", directory, origin)
+            forwarder = Forwarder(self.server, sf_settings, directory, uplink)
             await forwarder.open()
             self.outbox = forwarder
         # Listen only now: a covered publish from the first client is already caught by the outbox.
         await self.server.start()
+        from edge.adapters.devices import ensure_registry
+
+        # edge.<gateway>.devices always answers (an empty list without adapters), never no-responders.
+        ensure_registry(self)
+        mqtt_settings = self.settings.sections.get("mqtt")
+        if mqtt_settings is not None and mqtt_settings.enabled:
+            from edge.mqtt.listener import MQTTListener, resolve_mqtt_directory  # lazy: idle RSS
+
+            self.mqtt = MQTTListener(self.server, mqtt_settings,
+                                     resolve_mqtt_directory(mqtt_settings, self.settings.state_dir), self.outbox)
+            await self.mqtt.start()
+            self.device_providers.append(self.mqtt)  # MQTT clients in the device list, by client id
         http_port = 0
         if self.settings.http_port:
             from edge.monitoring.http import MonitoringServer
@@ -65,7 +85,7 @@ class Broker:
             self.monitor = MonitoringServer(self, asyncio.get_running_loop())
             http_port = await self.monitor.start(self.settings.http_host, self.settings.http_port)
         if self.settings.ports_file_dir:
-            self.ports_file = self.server.write_ports_file(self.settings.ports_file_dir, http_port)
+            self.ports_file = await self.server.write_ports_file(self.settings.ports_file_dir, http_port)
         if self.leaf is not None:
             self.leaf.start()
             self.leaf_links.extend(self.leaf.uplinks)
@@ -75,7 +95,7 @@ class Broker:
         if mdns_settings is not None and mdns_settings.enabled:
             from edge.adapters.mdns.runtime import MdnsRuntime
 
-            self.mdns = MdnsRuntime(self, mdns_settings, http_port)
+            self.mdns = MdnsRuntime(self.server, self.registry, mdns_settings, http_port, self.discovered_hub)
             await self.mdns.start()
             self.device_providers.append(self.mdns)
         await self._apply_adapters(self.settings.sections.get("adapters"))
@@ -84,7 +104,7 @@ class Broker:
         """Apply the feature sections a SIGHUP changed: adapters are reconciled instance by instance,
         the leaf remotes are replaced (their links reconnect; local clients are untouched). Returns the
         changed sections that only a restart applies."""
-        sections = ("store_forward", "mdns", "tls")
+        sections = ("store_forward", "mdns", "tls", "mqtt", "monitoring")
         restart = [name for name in sections if old.sections.get(name) != new.sections.get(name)]
         adapters = new.sections.get("adapters")
         if old.sections.get("adapters") != adapters:
@@ -108,13 +128,11 @@ class Broker:
             if settings is None or not settings.enabled:
                 return
             from edge.adapters.manager import AdapterManager  # edge.adapters.base: the adapter contract
-            from edge.runtime.registry import ensure_registry
 
             assert self.server is not None
-            self.adapters = AdapterManager(self.server, settings)
+            self.adapters = AdapterManager(self.server, settings, getattr(self.monitor, "history", None))
             self.adapters.start()
-            self.device_providers.append(self.adapters)
-            ensure_registry(self)  # every adapter's devices on edge.<gateway>.devices, mDNS or not
+            self.device_providers.append(self.adapters)  # the registry lists every provider's devices
             return
         started, stopped = await self.adapters.reconfigure(settings)
         log.info("Reloaded adapters: %d started, %d stopped", len(started), len(stopped))
@@ -125,7 +143,7 @@ class Broker:
         if self.leaf is not None or not addresses or self._hub_task is not None:
             return
         from edge.config.leafnodes import parse_leafnodes
-        from edge.config.loader import KeyReporter
+        from edge.config.sections import KeyReporter
 
         current = self.settings.sections.get("leafnodes")
         raw = dict(getattr(current, "raw", None) or {})
@@ -165,6 +183,8 @@ class Broker:
             await self.adapters.stop(timeout=2.0)
         if self.mdns is not None:
             await self.mdns.stop()
+        if self.mqtt is not None:
+            await self.mqtt.stop()  # before the outbox: no covered publish arrives after it stops
         if self.outbox is not None:
             await self.outbox.stop()  # stop forwarding, write out what was appended, close the store
         if self.leaf is not None:
@@ -174,9 +194,25 @@ class Broker:
         if self.server is not None:
             await self.server.shutdown(timeout)
         if self.ports_file:
-            import os
+            import aiofiles.os
 
             try:
-                os.unlink(self.ports_file)
+                await aiofiles.os.remove(self.ports_file)
             except OSError:
                 pass
+
+
+def build_authenticator(settings: Settings) -> Authenticator | None:
+    """The client port's authenticator, or None without ``[authorization]`` (edge.security, with its
+    bcrypt and nkeys, is imported only when authentication is configured)."""
+    if not settings.authorization.required:
+        return None
+    from edge.security.auth import build_authenticator as build
+
+    return build(settings)
+
+
+def _client_tls(tls: Any) -> ListenerTLS:
+    from edge.security.tls import client_listener_tls
+
+    return client_listener_tls(tls)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Final
 
 from edge.config.settings import Settings
 from edge.errors import ConfigError
+from edge.runtime.broker import build_authenticator
 from edge.runtime.sdnotify import Heartbeat, Notifier
 
 if TYPE_CHECKING:
@@ -35,18 +35,14 @@ log = logging.getLogger("edge.runtime")
 # Settings that need a restart: nats-server's reload also rejects listen-address changes.
 _NOT_RELOADABLE: Final = ("host", "port", "http_host", "http_port", "ports_file_dir", "state_dir", "log_file")
 
-# Test-only hook: when this variable names a number of seconds, SIGUSR1 makes the event loop sleep
-# that long (a deliberately blocked loop, to prove that WATCHDOG=1 pings stop). Never set in production.
-TEST_BLOCK_LOOP_ENV: Final = "NATS_EDGE_TEST_BLOCK_LOOP_SECONDS"
-
 ReloadFn = Callable[[], Settings]
 
 
 def apply_settings(broker: Broker, new: Settings) -> list[str]:
     """Apply reloadable settings to the running broker; returns the names of ignored (restart-only) keys.
 
-    Touches the server only through attributes, so the hot path stays untouched: connections read
-    ``server.settings`` for timers and per-connection limits are updated in place.
+    The objects that own the state apply it: the server its limits and its connections' (see
+    :meth:`edge.core.server.Server.apply_settings`), the authenticator the new users.
     """
     server = broker.server
     old = broker.settings
@@ -56,28 +52,11 @@ def apply_settings(broker: Broker, new: Settings) -> list[str]:
     broker.settings = new
     if server is None:
         return ignored
-    server.settings = new
-    if new.max_closed_clients != old.max_closed_clients:
-        from collections import deque
-
-        server.closed_clients = deque(server.closed_clients, maxlen=new.max_closed_clients)
     if new.authorization != old.authorization or new.sections.get("auth_backoff") != old.sections.get("auth_backoff"):
-        closed, removed = server.reload_authorization(new)
+        closed, removed = server.reload_authorization(new, build_authenticator(new))
         if closed or removed:
             log.info("Authorization reloaded: %d client(s) closed, %d subscription(s) removed", closed, removed)
-    info = getattr(server, "_info_base", None)
-    if isinstance(info, dict) and info:
-        # What new clients are told in INFO (nats-server sends the new max_payload after a reload).
-        info["max_payload"] = new.max_payload
-    for conn in list(server.clients.values()):
-        conn.max_pending = new.max_pending
-        conn.out_limit = new.max_pending - conn.pending_bytes
-        conn.trace = new.trace
-        parser = getattr(conn, "parser", None)
-        if parser is not None and hasattr(parser, "max_payload"):
-            parser.max_payload = new.max_payload
-        if hasattr(conn, "_update_slow_path"):
-            conn._update_slow_path()
+    server.apply_settings(new)
     logging.getLogger("edge").setLevel(logging.DEBUG if (new.debug or new.trace) else logging.INFO)
     return ignored
 
@@ -103,16 +82,13 @@ class Lifecycle:
     def install_signals(self) -> None:
         self.loop.add_signal_handler(signal.SIGHUP, self._spawn, self.reload, "reload")
         self.loop.add_signal_handler(signal.SIGUSR2, self._spawn, self.lame_duck, "lame duck")
-        block = os.environ.get(TEST_BLOCK_LOOP_ENV)
-        if block:
-            self.loop.add_signal_handler(signal.SIGUSR1, _block_loop, float(block))
 
     def remove_signals(self) -> None:
-        for sig in (signal.SIGHUP, signal.SIGUSR2, signal.SIGUSR1):
+        for sig in (signal.SIGHUP, signal.SIGUSR2):
             self.loop.remove_signal_handler(sig)
 
     def _spawn(self, fn: Callable[[], object], what: str) -> None:
-        task = self.loop.create_task(fn(), name=what)  # type: ignore[arg-type]
+        task: asyncio.Task[None] = self.loop.create_task(fn(), name=what)  # type: ignore[arg-type]
         self.tasks.add(task)
         task.add_done_callback(self._task_done)
 
@@ -207,9 +183,3 @@ class Lifecycle:
             return
         await run_lame_duck(self.broker, self.notifier)
         self.stop_event.set()
-
-
-def _block_loop(seconds: float) -> None:
-    """Test-only (see TEST_BLOCK_LOOP_ENV): block the event loop, as a stuck handler would."""
-    log.warning("Test hook: blocking the event loop for %.1fs", seconds)
-    time.sleep(seconds)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge.config.security import TLSSettings
 from edge.core.client import ClientConnection
+from edge.core.server import ListenerTLS
 from edge.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -58,6 +59,11 @@ def listener_options(server: Server, tls: TLSSettings) -> tuple[Callable[[], asy
     if tls.handshake_first:
         return (lambda: _MappedClientConnection(server, tls)), {"ssl": ctx, "ssl_handshake_timeout": tls.timeout}
     return (lambda: TLSClientConnection(server, tls, ctx)), {}
+
+
+def client_listener_tls(tls: TLSSettings) -> ListenerTLS:
+    """The client port's TLS setup, for :class:`edge.core.server.Server`."""
+    return ListenerTLS(options=lambda server: listener_options(server, tls), info=info_fields(tls))
 
 
 def info_fields(tls: TLSSettings) -> dict[str, Any]:

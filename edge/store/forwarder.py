@@ -42,7 +42,7 @@ import os
 import secrets
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from edge.core.router import KIND_LEAF
 from edge.protocol.encode import encode_lmsg
@@ -56,10 +56,33 @@ if TYPE_CHECKING:
 
     from edge.config.store_forward import StoreForwardSettings
     from edge.core.internal import InternalClient, Message
+    from edge.core.outbound import OutboundBuffer
     from edge.core.server import Server
     from edge.core.sublist import Match
-    from edge.leaf.link import LeafLink
-    from edge.leaf.uplink import Uplink
+
+class HubLink(Protocol):
+    """What the forwarder needs of one leaf connection to the hub (edge.leaf.link.LeafLink has it)."""
+
+    state: str
+    closed: bool
+    closed_fut: asyncio.Future[str]
+    paused: bool
+    hub_headers: bool
+    pongs_in: int
+    outbound: OutboundBuffer
+
+    def send_ping(self) -> int: ...
+
+
+class HubUplink(Protocol):
+    """What the forwarder needs of the leaf uplink (edge.leaf.uplink.Uplink has it): the current link,
+    an event set while one is up, and two hooks it installs (skip covered subjects, see every PONG)."""
+
+    link: Any
+    connected_event: asyncio.Event
+    skip_upstream: Callable[[bytes], bool] | None
+    pong_hook: Callable[[Any], None] | None
+
 
 __all__ = ["AckWindow", "Forwarder", "ForwarderStats", "PongWindow", "TokenBucket", "with_msg_id"]
 
@@ -219,7 +242,7 @@ class Forwarder:
     """Owns the outbox, the publish hook and the drain task. ``await open()``, ``start()``, ``await stop()``."""
 
     def __init__(self, server: Server, settings: StoreForwardSettings, directory: str,
-                 uplink: Uplink | None, *, clock: Callable[[], float] = time.monotonic) -> None:
+                 uplink: HubUplink | None, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.server = server
         self._clock = clock  # seconds, monotonic: ack timeouts, pacing, rate (a manual clock in tests)
         self.settings = settings
@@ -242,7 +265,7 @@ class Forwarder:
         self._task: asyncio.Task[None] | None = None
         self._pong: PongWindow | None = None
         self._ackw: AckWindow | None = None
-        self._link: LeafLink | None = None
+        self._link: HubLink | None = None
         self.forwarding = False
         self.forwarded = 0
         self.resent = 0
@@ -446,7 +469,7 @@ class Forwarder:
 
     # -- the forwarding side --------------------------------------------------------------------
 
-    def _on_pong(self, link: LeafLink) -> None:
+    def _on_pong(self, link: HubLink) -> None:
         if link is self._link and self._pong is not None:
             new = self._pong.pong(link.pongs_in)
             if new is not None and self.box is not None:
@@ -515,7 +538,7 @@ class Forwarder:
         except TimeoutError:
             pass
 
-    async def _drain(self, link: LeafLink) -> None:
+    async def _drain(self, link: HubLink) -> None:
         assert self.box is not None
         box = self.box
         settings = self.settings
@@ -545,7 +568,9 @@ class Forwarder:
                 continue
             n = settings.batch
             if jet:
-                n = min(n, win.max_outstanding - len(win.order))  # type: ignore[union-attr]
+                ackw = self._ackw
+                assert ackw is not None  # jetstream mode has an ack window
+                n = min(n, ackw.max_outstanding - len(ackw.order))
             if ahead_after != win.sent:
                 ahead.clear()
                 ahead_after = win.sent
@@ -584,7 +609,7 @@ class Forwarder:
         """Pop up to ``n`` records (about ``min(budget, MAX_BATCH_BYTES)`` bytes, at least one) from
         ``ahead`` and frame them (edge.protocol.encode) as one chunk of leaf ``HMSG``s, each with its
         ``Nats-Msg-Id``; for a hub without header support (``headers`` False) as ``LMSG``s without the
-        headers, as :meth:`LeafLink.send_msg` strips them. In jetstream mode each is a request to the
+        headers, as the leaf link strips them. In jetstream mode each is a request to the
         prefixed subject and is entered in the ack window. Returns (wire bytes, records, last seq,
         header+payload bytes).
         """

@@ -167,7 +167,7 @@ class OutboxOptions:
             "segment_bytes",
         )}
         kw.update(overrides)
-        return cls(**kw)  # type: ignore[arg-type]
+        return cls(**kw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -569,10 +569,6 @@ class Outbox:
     def pending_bytes(self) -> int:
         return self._pending_bytes
 
-    def backlogged(self) -> bool:
-        """True when half the pending bound is used: a caller may pause its readers until on_durable."""
-        return self._pending_bytes >= self._busy_mark
-
     def stats(self) -> OutboxStats:
         with self._lock:
             return OutboxStats(
@@ -776,14 +772,14 @@ class Outbox:
                     self._stored_bytes -= seg.size
         while self._stored_bytes + n > opts.max_bytes:
             floor = max(self._confirmed, self._dropped_through)
-            seg = next((s for s in self._segments if s.closed and not s.deleted), None)
-            if seg is None:
+            oldest = next((s for s in self._segments if s.closed and not s.deleted), None)
+            if oldest is None:
                 break
-            lost = seg.live(floor)
+            lost = oldest.live(floor)
             self._dropped_full += lost
-            self._dropped_through = max(self._dropped_through, seg.last_seq)
-            seg.deleted = True
-            self._stored_bytes -= seg.size
+            self._dropped_through = max(self._dropped_through, oldest.last_seq)
+            oldest.deleted = True
+            self._stored_bytes -= oldest.size
             moved = True
         if moved:
             self._floor_moved()  # recounts exactly, evicts the window, wakes the writer

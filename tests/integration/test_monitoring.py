@@ -139,8 +139,9 @@ def test_metrics_parse_and_devicez(pair: tuple[ServerProcess, ServerProcess]) ->
     assert status == 200
     families = {f.name: f for f in text_string_to_metric_families(body.decode())}
     assert families["nats_edge_connections"].samples[0].value == 1
-    # c1's two, plus the device registry's edge.<gateway>.devices (like nats-server's own internal subs)
-    assert families["nats_edge_subscriptions"].samples[0].value == 2 + 1
+    # c1's two, plus the device registry's edge.<gateway>.devices and cmd.<gateway>.> (answering commands
+    # nobody serves), like nats-server's own internal subs
+    assert families["nats_edge_subscriptions"].samples[0].value == 2 + 2
     assert families["nats_edge_in_messages"].samples[0].value >= 1
     devz = get_json(edge, "/devicez")
     assert devz["devices"] == [] and devz["total"] == 0

@@ -675,3 +675,59 @@ async def test_tls_on_the_mqtt_port(tmp_path: Path, clients: list[Paho]) -> None
         plain.close()
     finally:
         edge.stop()
+
+
+# -- QoS 1 into the outbox across a hub outage ----------------------------------------------------
+
+
+async def test_qos1_into_the_outbox_across_a_hub_outage_reaches_the_hub_in_order(tmp_path: Path) -> None:
+    """The hub is down while a device publishes N QoS 1 messages, each PUBACKed; once a new hub is up,
+    it receives all N, in order, exactly once."""
+    from tests.integration.test_store_forward import Rig, edge_conf, hub_collector, wait_leaf
+
+    n = 50
+    rig = Rig(tmp_path)
+    try:
+        await rig.start_hub()
+        assert rig.hub is not None and rig.proxy is not None
+        mqtt_port = free_port()
+        rig.conf.parent.mkdir()
+        rig.conf.write_text(edge_conf(rig.proxy.port, rig.outbox)
+                            + f'\n[mqtt]\nport = {mqtt_port}\ndir = "{tmp_path / "mqtt"}"\n')
+        rig.start_edge()
+        wait_for(lambda: _listening(mqtt_port), 10, "the MQTT port to accept connections")
+        await wait_leaf(rig.hub)
+        rig.kill_hub()
+        await _wait_leaf_down_at_gateway(rig)
+
+        device = paho_client(mqtt_port, "meter")
+        try:
+            for i in range(n):  # each returns once its PUBACK arrived: durable in the outbox by then
+                await asyncio.to_thread(device.publish, "telemetry/meter/kwh", b"%d" % i, 1)
+        finally:
+            device.close()
+        m = rig.metrics()
+        assert (m["appended"], m["depth_msgs"], m["confirmed"]) == (n, n, 0)
+
+        # The gateway is kept out until the new hub has its subscriber (nothing would be there to see it).
+        rig.proxy.cut()
+        hub = rig.restart_hub()
+        got = await hub_collector(await rig.connect(hub))
+        rig.proxy.restore()
+        await async_wait_for(lambda: len(got) >= n, 30, "the stored messages at the hub", interval=0.02)
+        await async_wait_for(lambda: rig.metrics().get("depth_msgs") == 0, 20, "everything confirmed", interval=0.02)
+        assert [(msg.subject, msg.data) for msg in got] == [("telemetry.meter.kwh", b"%d" % i) for i in range(n)]
+        assert all((msg.headers or {}).get("Nmqtt-Pub") == "1" for msg in got)
+        assert rig.metrics()["confirmed"] == n
+    finally:
+        await rig.close()
+
+
+async def _wait_leaf_down_at_gateway(rig: Any) -> None:
+    """The gateway has noticed the hub is gone (its leaf count in /varz is 0)."""
+
+    def down() -> bool:
+        with urllib.request.urlopen(rig.edge.url_of("monitoring") + "/varz", timeout=5) as resp:
+            return json.loads(resp.read()).get("leafnodes") == 0
+
+    await async_wait_for(lambda: asyncio.to_thread(down), 20, "the gateway to see the leaf link down")

@@ -12,8 +12,10 @@ sensor readings and times. So a command or an output in the README that stops be
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,7 +34,8 @@ from tests.support.processes import ServerProcess, _start, free_port, wait_for
 pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parents[2]
-README = ROOT / "README.md"
+# EDGE_README: check a draft section against these tests without editing README.md (a copy with it appended).
+README = Path(os.environ.get("EDGE_README") or ROOT / "README.md")
 BIN = Path(sys.executable).parent
 DEMO_DIR = "/tmp/edge-demo"
 CMD_TIMEOUT = 60.0
@@ -387,3 +390,53 @@ def test_configuration_example_passes_check_config(tmp_path: Path, dbus_daemon: 
     assert "the password of `sensor` is\n`sensor-secret`" in README.read_text(encoding="utf-8")
     assert sensor["password"].startswith("$2a$")
     assert bcrypt.checkpw(b"sensor-secret", sensor["password"].encode())
+
+
+# -- MQTT devices ---------------------------------------------------------------------------------
+
+
+def _num_subscriptions(http_port: int) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/subsz", timeout=5) as resp:
+        return int(json.loads(resp.read())["num_subscriptions"])
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_sub") is None or shutil.which("mosquitto_pub") is None,
+                    reason="mosquitto-clients not installed (.ci/run installs it)")
+def test_mqtt_walkthrough(tmp_path: Path, servers: list[ServerProcess]) -> None:
+    sub = Subst(tmp_path)
+    sub.ports[1883] = free_port()
+    sub.ports[8222] = free_port()
+    run_shell(sub, "mqtt-config")
+    gw = start_server(sub, BLOCKS["mqtt-run"], "nats-edge")
+    servers.append(gw)
+    sub.ports[4222] = gw.port
+    wait_for(lambda: _accepts(sub.ports[1883]), 10, "the MQTT port")
+    before = _num_subscriptions(sub.ports[8222])
+    # Terminal 2: exec, so the process we wait for is mosquitto_sub itself.
+    listener = subprocess.Popen(["bash", "-c", "exec " + sub(BLOCKS["mqtt-sub"])], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        wait_for(lambda: _num_subscriptions(sub.ports[8222]) > before, 10, "mosquitto_sub's subscription")
+        assert run_shell(sub, "mqtt-pub") == ""
+        assert run_shell(sub, "mqtt-nats") == BLOCKS["mqtt-nats-output"] + "\n"
+        out, err = listener.communicate(timeout=CMD_TIMEOUT)
+        assert listener.returncode == 0, err
+        assert out == BLOCKS["mqtt-sub-output"] + "\n"
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+            listener.communicate()
+    assert run_shell(sub, "mqtt-retained") == BLOCKS["mqtt-retained-output"] + "\n"
+    held = json.loads(run_shell(sub, "mqtt-inspect"))
+    assert held["retained"] == [], held  # the walk-through cleared the one it set
+    stop_with_ctrl_c(gw)

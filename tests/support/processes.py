@@ -118,6 +118,8 @@ def _start(name: str, argv: Sequence[str], workdir: Path, env: dict[str, str] | 
     return sp
 
 
+# "N": SIGUSR1 blocks the broker's loop for N seconds (loop_blocker.py)
+BLOCK_LOOP_ENV = "NATS_EDGE_TEST_BLOCK_LOOP_SECONDS"
 GUARD_ENV = "NATS_EDGE_TEST_BLOCKBUSTER"  # "1": arm the loop-blocking guard in the broker (guarded_broker.py)
 
 
@@ -132,6 +134,8 @@ def start_nats_edge(workdir: Path, *args: str, env: dict[str, str] | None = None
         full_env.update(env)
     if full_env.get(GUARD_ENV) == "1":
         launcher = [sys.executable, str(Path(__file__).with_name("guarded_broker.py"))]
+    elif full_env.get(BLOCK_LOOP_ENV):
+        launcher = [sys.executable, str(Path(__file__).with_name("loop_blocker.py"))]
     else:
         launcher = [sys.executable, "-m", "edge"]
     argv = [*launcher, "run", "-a", "127.0.0.1", "-p", "-1", *args]

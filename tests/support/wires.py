@@ -16,6 +16,8 @@ from edge.core.client import ClientConnection
 from edge.core.server import Server
 from edge.leaf.link import LeafLink
 from edge.leaf.uplink import Uplink
+from edge.protocol.encode import encode_connect
+from edge.runtime.broker import build_authenticator
 from tests.support.fakes import FakeTransport, ManualLoop
 
 
@@ -45,7 +47,7 @@ class Wire:
 def connect(settings: Settings, loop: ManualLoop | None = None, server: Server | None = None) -> Wire:
     """A new client connection; its INFO is checked and consumed."""
     loop = loop or ManualLoop()
-    server = server or Server(settings, loop=loop)  # type: ignore[arg-type]
+    server = server or Server(settings, loop=loop, authenticator=build_authenticator(settings))  # type: ignore[arg-type]
     conn = ClientConnection(server)
     transport = FakeTransport()
     conn.connection_made(transport)  # type: ignore[arg-type]
@@ -98,7 +100,8 @@ class Hub:
 def dial(settings: Settings | None = None, **remote: object) -> Hub:
     """A link whose TCP connection is made (what ``Uplink._connect`` has after ``create_connection``)."""
     loop = ManualLoop()
-    server = Server(settings or Settings(), loop=loop)  # type: ignore[arg-type]
+    settings = settings or Settings()
+    server = Server(settings, loop=loop, authenticator=build_authenticator(settings))  # type: ignore[arg-type]
     uplink = Uplink(server, LeafRemote(urls=(parse_leaf_url("nats-leaf://127.0.0.1:7422"),), **remote),  # type: ignore[arg-type]
                     lds=LDS)
     link = LeafLink(uplink)
@@ -112,6 +115,6 @@ def up(hub: Hub, interest: bytes = b"") -> None:
     """Complete the handshake with ``info_on_connect``: INFO, our CONNECT, the hub's connect_info INFO;
     then the link sends the local ``interest`` and our $LDS."""
     assert hub.send(info_line(info_on_connect=True)) == b""
-    hub.link.write_now(hub.link.connect_line({"headers": True}))
+    hub.link.write_now(encode_connect({"headers": True}))
     assert hub.transport.take() == b'CONNECT {"headers":true}\r\n'
     assert hub.send(info_line(connect_info=True)) == interest + b"LS+ " + LDS + b"\r\n"

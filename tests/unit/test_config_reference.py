@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 
 from edge.adapters import demo
+from edge.adapters import section as adapters
 from edge.adapters.ble import adapter as ble
+from edge.adapters.mdns import config as mdns
 from edge.adapters.serial import config as serial
-from edge.config import adapters, leafnodes, loader, mdns, security, store_forward
+from edge.config import leafnodes, loader, monitoring, mqtt, security, store_forward
 from edge.config.sections import SECTION_MODULES
 from edge.errors import ConfigError
 from firmware_bridge import codecs
@@ -39,10 +41,12 @@ def schema() -> dict[str, frozenset[str]]:
         "permissions.allow_responses": security._RESP_KEYS,
         "[tls]": security._TLS_KEYS,
         "[auth_backoff]": security._AUTH_BACKOFF_KEYS,
+        "[monitoring]": monitoring._KEYS,
         "[leafnodes]": leafnodes._SECTION_KEYS,
         "[[leafnodes.remotes]]": leafnodes._REMOTE_KEYS,
         "[[leafnodes.remotes]] tls": leafnodes._TLS_KEYS,
         "[store_forward]": store_forward._KNOWN,
+        "[mqtt]": mqtt._KNOWN,
         "[adapters]": adapters._GLOBAL_KEYS,
         "[[adapters.<kind>]]": adapters._COMMON_KEYS,
         "[[adapters.<kind>]] subjects": adapters._TEMPLATE_KEYS,
@@ -60,6 +64,7 @@ def schema() -> dict[str, frozenset[str]]:
         "[mdns]": mdns._KNOWN,
         "[[mdns.matchers]]": mdns._MATCHER_KEYS,
         "[mdns.pollers.<name>]": mdns._POLLER_KEYS,
+        "[mdns.pollers.<name>.actions.<action>]": mdns._ACTION_KEYS,
     }
 
 

@@ -11,7 +11,7 @@ import nkeys
 import pytest
 
 from edge.config.leafnodes import LeafURL, parse_leaf_url, parse_leafnodes
-from edge.config.loader import KeyReporter
+from edge.config.sections import KeyReporter
 from edge.core.sublist import QueueGroup
 from edge.errors import ConfigError
 from edge.leaf.backoff import Reconnect, delay_for_error

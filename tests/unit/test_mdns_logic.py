@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.adapters.devices import DeviceRegistry, iso_ts
 from edge.adapters.mdns.devices import DeviceTable, ServiceRecord
 from edge.adapters.mdns.http import PollError, parse_response
 from edge.adapters.mdns.matchers import (
@@ -26,7 +27,6 @@ from edge.adapters.mdns.readings import FieldSpec, extract_fields, extract_shell
 from edge.config.loader import load_settings
 from edge.errors import ConfigError
 from edge.protocol.subjects import gateway_token, sanitize_token
-from edge.runtime.registry import DeviceRegistry, iso_ts
 
 
 def test_sanitize_and_ids() -> None:

@@ -1,7 +1,7 @@
 """Wiring of the mDNS adapter into a running broker (called by edge.runtime.broker when ``[mdns]`` is on).
 
 Publishes through an internal client named ``mdns``, reports devices to the broker's device registry
-(:func:`edge.runtime.registry.ensure_registry`), answers counters on ``edge.<gateway>.mdns.stats``,
+(:class:`edge.adapters.devices.DeviceRegistry`), answers counters on ``edge.<gateway>.mdns.stats``,
 serves commands on ``cmd.<gateway>.mdns.<device>.<action>`` (:mod:`edge.adapters.commands`) and offers a
 monitoring device provider (``snapshot()``).
 """
@@ -16,12 +16,14 @@ from edge import __version__
 from edge.adapters.base import DEFAULT_COMMAND, DEFAULT_EVENT
 from edge.adapters.commands import CommandService
 from edge.protocol.subjects import gateway_token
-from edge.runtime.registry import ensure_registry
 
 if TYPE_CHECKING:
-    from edge.config.mdns import MdnsSettings
+    from collections.abc import Callable
+
+    from edge.adapters.devices import DeviceRegistry
+    from edge.adapters.mdns.config import MdnsSettings
     from edge.core.internal import InternalClient, Message
-    from edge.runtime.broker import Broker
+    from edge.core.server import Server
 
     from .service import MdnsService
 
@@ -31,10 +33,17 @@ log = logging.getLogger(__name__)
 
 
 class MdnsRuntime:
-    """Owns the MdnsService and its internal client for one broker."""
+    """Owns the MdnsService and its internal client for one broker.
 
-    def __init__(self, broker: Broker, settings: MdnsSettings, http_port: int = 0) -> None:
-        self.broker = broker
+    ``server`` is started (its port is advertised); ``on_hub`` is called with a hub that ``hub_service``
+    discovers (the runtime joins it as a leaf remote).
+    """
+
+    def __init__(self, server: Server, registry: DeviceRegistry, settings: MdnsSettings, http_port: int = 0,
+                 on_hub: Callable[..., Any] | None = None) -> None:
+        self.server = server
+        self.registry = registry
+        self.on_hub = on_hub
         self.settings = settings
         self.http_port = http_port
         self.service: MdnsService | None = None
@@ -44,9 +53,8 @@ class MdnsRuntime:
     async def start(self) -> None:
         from .service import AdvertiseInfo, MdnsService  # imports zeroconf
 
-        server = self.broker.server
-        assert server is not None
-        registry = ensure_registry(self.broker)
+        server = self.server
+        registry = self.registry
         self._client = client = server.internal_client("mdns")
         me = AdvertiseInfo(
             gateway=server.server_name,
@@ -55,10 +63,10 @@ class MdnsRuntime:
             host=server.settings.host,
             port=server.port,
             http_port=self.http_port,
-            tls=bool(getattr(server, "tls_required", False) or server.settings.sections.get("tls") is not None),
-            auth=bool(getattr(server, "auth_required", False)),
+            tls=server.tls is not None,
+            auth=server.auth_required,
         )
-        on_hub = self.broker.discovered_hub if self.settings.hub_service else None
+        on_hub = self.on_hub if self.settings.hub_service else None
         self.service = MdnsService(self.settings, me, lambda s, p: client.publish(s, p), registry, on_hub)
         gw = gateway_token(server.server_name)
         client.subscribe(f"edge.{gw}.mdns.stats".encode(), self._on_stats)

@@ -39,9 +39,9 @@ from typing import TYPE_CHECKING, Any, Final
 from zeroconf import IPVersion, ServiceStateChange
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from edge.config.mdns import MdnsSettings, PollerSettings
+from edge.adapters.devices import iso_ts
+from edge.adapters.mdns.config import MdnsSettings, PollerSettings
 from edge.protocol.subjects import gateway_token, sanitize_token
-from edge.runtime.registry import iso_ts
 
 from .actions import SHELLY_ACTIONS, generic_request, generic_result, shelly_request, shelly_result
 from .devices import DeviceTable, MdnsDevice, ServiceRecord
@@ -60,7 +60,7 @@ from .readings import FieldSpec, PollerSpec, extract
 
 if TYPE_CHECKING:
     from edge.adapters.commands import Command
-    from edge.runtime.registry import DeviceRegistry
+    from edge.adapters.devices import DeviceRegistry
 
 __all__ = ["AdvertiseInfo", "MdnsService", "build_matchers", "build_pollers"]
 

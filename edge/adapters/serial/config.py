@@ -93,7 +93,7 @@ class SerialConfig:
     publish_batch: int = 256
     frame_size: int = 256
     # The port's user (authorization.users), checked against [authorization] once every source is
-    # read (edge.config.adapters.check_adapter_users); user_where is (source, key) for that error.
+    # read (edge.adapters.section.check_adapter_users); user_where is (source, key) for that error.
     user: str | None = None
     user_where: tuple[str, str] | None = field(default=None, compare=False, repr=False)
     actions: tuple[str, ...] = ()  # empty: any action (jsonl), any with a template (lines)
