@@ -6,7 +6,7 @@ that ``nats-edge check-config`` and the adapters' lazy imports stay cheap on a 5
 
 from __future__ import annotations
 
-__all__ = ["NATS_SERVER_VERSION", "__version__"]
+__all__ = ["HOT_MODULES", "NATS_SERVER_VERSION", "__version__", "build_kind"]
 
 __version__ = "0.1.0"
 
@@ -16,3 +16,36 @@ __version__ = "0.1.0"
 # leafnode protocol (LS+/LS-/LMSG, leaf CONNECT fields) as captured from nats-server 2.10+.
 # Our own release is reported separately as `edge_version`.
 NATS_SERVER_VERSION = "2.10.0"
+
+# The hot path, compiled with Cython when the install could (hatch_build.py; the same list, as paths,
+# is pyproject.toml's [tool.hatch.build.targets.wheel.hooks.custom] modules, checked by a unit test).
+HOT_MODULES = (
+    "edge.protocol.parser",
+    "edge.core.sublist",
+    "edge.core.router",
+)
+
+
+def build_kind() -> str:
+    """Which build runs: ``"compiled"`` when every hot module is an extension module, ``"pure"`` when
+    none is, ``"mixed"`` otherwise (a partial build). Decided by what Python imports (or would
+    import), not by what the installer meant to build; imports nothing itself."""
+    from importlib.machinery import EXTENSION_SUFFIXES
+    from importlib.util import find_spec
+
+    global _build_kind
+    if _build_kind is not None:
+        return _build_kind
+    compiled = 0
+    for name in HOT_MODULES:
+        spec = find_spec(name)
+        origin = (spec.origin or "") if spec is not None else ""
+        compiled += any(origin.endswith(suffix) for suffix in EXTENSION_SUFFIXES)
+    if compiled == len(HOT_MODULES):
+        _build_kind = "compiled"
+    else:
+        _build_kind = "pure" if compiled == 0 else "mixed"
+    return _build_kind
+
+
+_build_kind: str | None = None  # computed once: what a process imported does not change

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from edge import NATS_SERVER_VERSION, __version__
+from edge import NATS_SERVER_VERSION, __version__, build_kind
 from edge.errors import ConfigError, EdgeError
 
 PROG = "nats-edge"
@@ -188,7 +188,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
     parser = _Parser(prog=PROG, description="A NATS-protocol broker for IoT gateways.")
-    version = f"{PROG} {__version__} (nats-server {NATS_SERVER_VERSION} protocol)"
+    version = f"{PROG} {__version__} (nats-server {NATS_SERVER_VERSION} protocol, {build_kind()} build)"
     parser.add_argument("-v", "--version", action="version", version=version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {}

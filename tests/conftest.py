@@ -7,8 +7,23 @@ from pathlib import Path
 
 import pytest
 
+import edge
 from tests.support.blocking import loop_blocking_guard
+from tests.support.build import stale_extensions
 from tests.support.processes import ServerProcess, start_nats_edge, start_nats_server
+
+
+def pytest_report_header() -> str:
+    return f"nats-edge build: {edge.build_kind()} (edge.HOT_MODULES; NATS_EDGE_BUILD chooses at install)"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    stale = stale_extensions()
+    if stale:
+        raise pytest.UsageError(
+            f"{', '.join(stale)} changed after the in-place extension was built: the tests would run the old "
+            "compiled code. Rerun `pip install -e .` (or `NATS_EDGE_BUILD=pure pip install -e .`)."
+        )
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
-from edge import NATS_SERVER_VERSION, __version__
+from edge import NATS_SERVER_VERSION, __version__, build_kind
 from edge.config.settings import Settings
 from edge.core.server import ClosedConnection
 from edge.errors import EdgeError
@@ -181,6 +181,7 @@ def varz(b: MonitoredBroker, http_req_stats: Mapping[str, int], now: float | Non
         "server_name": srv.server_name,
         "version": NATS_SERVER_VERSION,
         "edge_version": __version__,
+        "edge_build": build_kind(),  # "compiled" (Cython) or "pure" (edge.build_kind)
         "proto": 1,
         "go": f"python{platform.python_version()}",
         "host": s.host,

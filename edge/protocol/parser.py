@@ -226,7 +226,7 @@ class Parser:
             self._buf.clear()
             pos = 0
         else:
-            buf = data
+            buf = data if type(data) is bytes else bytes(data)  # one type from here on (the .pxd's bytes)
             pos = 0
         n = len(buf)
         client = self.kind == "client"

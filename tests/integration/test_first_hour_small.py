@@ -145,7 +145,9 @@ def test_a_hub_with_a_leaf_min_version_accepts_the_gateway(tmp_path: Path) -> No
 def test_version_flag_prints_both_versions() -> None:
     r = run_cli("--version")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == f"nats-edge {edge.__version__} (nats-server {edge.NATS_SERVER_VERSION} protocol)"
+    assert r.stdout.strip() == (
+        f"nats-edge {edge.__version__} (nats-server {edge.NATS_SERVER_VERSION} protocol, {edge.build_kind()} build)"
+    )
 
 
 # -- 2. HTTP reason phrases -------------------------------------------------------------------------
