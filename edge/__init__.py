@@ -23,6 +23,8 @@ HOT_MODULES = (
     "edge.protocol.parser",
     "edge.core.sublist",
     "edge.core.router",
+    "edge.core.outbound",
+    "edge.core.client",
 )
 
 

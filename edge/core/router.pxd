@@ -1,6 +1,7 @@
 # Cython declarations for router.py (pure-Python mode: router.py is the source).
 import cython
 
+from edge.core.outbound cimport OutboundBuffer
 from edge.core.sublist cimport Match, QueueGroup, SubscriptionIndex
 
 
@@ -22,7 +23,7 @@ cdef class Router:
 
     @cython.locals(
         delivered=Py_ssize_t, dirty=list, was_clean=bint, size=Py_ssize_t, frame_len=Py_ssize_t,
-        targets=list, group=QueueGroup, chunks=list, head=bytes, tail=bytes, plain_tail=bytes,
+        targets=list, group=QueueGroup, chunks=list, b=OutboundBuffer, head=bytes, tail=bytes, plain_tail=bytes,
     )
     cdef Py_ssize_t _deliver(self, object src, object subject, object reply, Py_ssize_t hdr_len, object data,
                              Match m) except? -1
