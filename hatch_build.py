@@ -65,7 +65,8 @@ class CythonBuildHook(BuildHookInterface):  # type: ignore[type-arg]  # generic 
                 raise RuntimeError(f"nats-edge: {ENV_VAR}=compiled but compiling failed: {exc}") from exc
             if editable:
                 _remove_inplace(root, modules)
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            shutil.rmtree(self._work, ignore_errors=True)
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             self.app.display_warning(f"nats-edge: compiling the hot modules failed ({first}); pure-Python build")
             return
         build_data["pure_python"] = False
@@ -81,6 +82,7 @@ class CythonBuildHook(BuildHookInterface):  # type: ignore[type-arg]  # generic 
         from setuptools import Distribution, Extension
 
         work = Path(tempfile.mkdtemp(prefix="nats-edge-build-"))
+        self._work = work  # removed in finalize(), once the wheel holds the files (or the build failed)
         extensions = [
             Extension(
                 m.removesuffix(".py").replace("/", "."),
@@ -110,7 +112,6 @@ class CythonBuildHook(BuildHookInterface):  # type: ignore[type-arg]  # generic 
         finally:
             os.chdir(cwd)
         suffix = sysconfig.get_config_var("EXT_SUFFIX")
-        self._work = work  # removed in finalize(), once the wheel holds the files
         built: list[tuple[Path, str]] = []
         for m in modules:
             rel = m.removesuffix(".py") + suffix
