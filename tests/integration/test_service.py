@@ -106,8 +106,9 @@ def copy_source(parent: Path) -> Path:
 def venv_cli(venv: Path, *args: str, src: Path = REPO,
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full = dict(os.environ, PYTHONPATH=str(src), **(env or {}))
+    # cwd too: ``python -m`` puts the working directory first on sys.path, ahead of PYTHONPATH.
     return subprocess.run([str(venv / "bin" / "python"), "-m", "edge", *args], capture_output=True, text=True,
-                          timeout=60, env=full, check=False)
+                          timeout=60, env=full, check=False, cwd=src)
 
 
 @pytest.fixture
