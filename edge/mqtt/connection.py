@@ -20,6 +20,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, cast
 
+from edge.core.outbound import OutboundBuffer
 from edge.protocol import mqtt as P
 from edge.protocol.mqtt_topics import TopicError, filter_subjects, is_valid_filter, topic_to_subject
 from edge.protocol.subjects import is_valid_literal_subject, is_valid_subject
@@ -61,9 +62,11 @@ class MQTTConnection(asyncio.Protocol):
         self.connected = False
         self.closed = False
         self.close_reason = ""
-        self.out: list[bytes] = []
-        self.out_size = 0
-        self.in_msgs = self.out_msgs = self.in_bytes = self.out_bytes = 0
+        # The one outbound-buffer type (edge.core.outbound): a PUBLISH past max_pending closes the
+        # connection as a slow consumer; its QoS 1/2 messages stay in the session and are sent again.
+        self.outbound = OutboundBuffer(self, self.server.router.mark_dirty, settings.max_pending,
+                                       on_overflow=self._slow_consumer)
+        self.in_msgs = self.in_bytes = 0
         self._last_in = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._waiting: deque[P.Packet] | None = None  # packets held while a bcrypt check runs
@@ -138,7 +141,15 @@ class MQTTConnection(asyncio.Protocol):
     @property
     def pending_bytes(self) -> int:
         buffered = self.transport.get_write_buffer_size() if self.transport is not None and not self.closed else 0
-        return self.out_size + buffered
+        return self.outbound.size + buffered
+
+    @property
+    def out_msgs(self) -> int:
+        return self.outbound.msgs
+
+    @property
+    def out_bytes(self) -> int:
+        return self.outbound.bytes
 
     # -- output ---------------------------------------------------------------------------------
 
@@ -147,29 +158,24 @@ class MQTTConnection(asyncio.Protocol):
         return f"{self.host}:{self.port} - mid:{self.cid}" + (f' - "{self.client_id}"' if self.client_id else "")
 
     def send(self, data: bytes) -> None:
-        if self.closed:
-            return
-        if not self.out:
-            self.server.router.mark_dirty(self)
-        self.out.append(data)
-        self.out_size += len(data)
-        if self.out_size > self.max_pending:
-            self.listener.slow_consumers += 1
-            log.info("mqtt %s - slow consumer: more than %d bytes pending", self.tag, self.max_pending)
-            self.out.clear()
-            self.out_size = 0
-            self.close("slow consumer", will=True, flush=False)
+        """Queue a packet that answers one the client sent (CONNACK, PUBACK, SUBACK, ...)."""
+        self.outbound.append(data)
 
     def send_publish(self, topic: bytes, payload: bytes, qos: int, retain: bool, dup: bool, pid: int) -> None:
-        self.out_msgs += 1
-        self.out_bytes += len(payload)
-        self.listener.counters.msgs_out += 1
-        self.send(P.encode_publish(topic, payload, qos, retain=retain, dup=dup, packet_id=pid))
+        if self.outbound.add_msg(P.encode_publish(topic, payload, qos, retain=retain, dup=dup, packet_id=pid),
+                                 len(payload)):
+            self.listener.counters.msgs_out += 1
+
+    def _slow_consumer(self) -> None:
+        self.listener.slow_consumers += 1
+        log.info("mqtt %s - slow consumer: more than %d bytes pending", self.tag, self.max_pending)
+        self.outbound.discard()
+        self.close("slow consumer", will=True, flush=False)
 
     def flush(self) -> None:
         """Write what is queued; called by the server once per loop turn. Held back while the session
         journal has records not yet in the file: nothing is acknowledged before it is stored."""
-        if self.closed or not self.out or self.transport is None:
+        if self.closed or not self.outbound.chunks or self.transport is None:
             return
         journal = self.listener.manager.journal
         if journal.unwritten:
@@ -177,13 +183,8 @@ class MQTTConnection(asyncio.Protocol):
                 self._held = True
                 journal.after_write(self._release)
             return
-        data = b"".join(self.out)
-        self.out.clear()
-        self.out_size = 0
-        self.transport.write(data)
-        if self.transport.get_write_buffer_size() > self.max_pending:
-            self.listener.slow_consumers += 1
-            self.close("slow consumer", will=True, flush=False)
+        self.transport.write(self.outbound.take())
+        self.outbound.written(self.transport.get_write_buffer_size())  # past max_pending: slow consumer
 
     def _release(self) -> None:
         self._held = False
@@ -196,7 +197,7 @@ class MQTTConnection(asyncio.Protocol):
         if self.closed:
             return
         transport = self.transport
-        data = b"".join(self.out) if flush else b""
+        data = self.outbound.take() if flush else b""
         self._cleanup(reason, will=will)
         if transport is None:
             return
@@ -225,7 +226,7 @@ class MQTTConnection(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         self.listener.connections.discard(self)
-        self.out.clear()
+        self.outbound.close()
         log.debug("mqtt %s - closed: %s", self.tag, reason)
         session = self.session
         self.session = None

@@ -30,6 +30,7 @@ MAX_CONTROL_LINE = 256
 LEAF_MAX_CONTROL_LINE = 16  # x16 on a leaf link (LEAF_CONTROL_LINE_FACTOR): 256
 MAX_PAYLOAD = 1024
 FRAME_MAX_PAYLOAD = 64
+MQTT_MAX_PACKET = 2048
 
 
 def _chunks(data: bytes) -> Iterator[bytes]:
@@ -187,12 +188,36 @@ def make_record() -> TestOneInput:
     return one
 
 
+def make_mqtt() -> TestOneInput:
+    from edge.protocol.mqtt import ConnectRefused, Decoder, MalformedPacket, Publish, encode_publish
+
+    def one(data: bytes) -> None:
+        dec = Decoder(server=True, max_packet=MQTT_MAX_PACKET)
+        try:
+            for chunk in _chunks(data):
+                # Contract: feed() returns packets or raises MalformedPacket/ConnectRefused, nothing else.
+                for pkt in dec.feed(chunk):
+                    if isinstance(pkt, Publish):
+                        assert len(pkt.payload) <= MQTT_MAX_PACKET
+                        # A decoded PUBLISH re-encodes to a packet that decodes to the same PUBLISH.
+                        again = Decoder(server=True).feed(encode_publish(
+                            pkt.topic, pkt.payload, pkt.qos, retain=pkt.retain, dup=pkt.dup, packet_id=pkt.packet_id))
+                        assert again == [pkt], (again, pkt)
+                # The decoder holds at most one incomplete packet: header (5) + the largest body allowed.
+                assert dec.buffered <= MQTT_MAX_PACKET + 5 + 97, dec.buffered
+        except (MalformedPacket, ConnectRefused):
+            pass
+
+    return one
+
+
 TARGETS: dict[str, Callable[[], TestOneInput]] = {
     "client": make_client,
     "leaf": make_leaf,
     "frames": make_frames,
     "cobs": make_cobs,
     "record": make_record,
+    "mqtt": make_mqtt,
 }
 
 
@@ -242,6 +267,21 @@ def seeds(target: str) -> list[bytes]:
         r1 = encode_record(1, 1_700_000_000_000_000_000, b"sensors.t1", b"", b"", b"21.5")
         r2 = encode_record(2, 1_700_000_000_000_000_001, b"a", b"_INBOX.1", b"NATS/1.0\r\nK: v\r\n\r\n", b"x" * 40)
         return [b"\x00" + r1 + r2, b"\x00" + r1 + r2[:-3], b"\x81" + r1 + r2, b"\x20" + r2 + r1]
+    if target == "mqtt":
+        from edge.protocol.mqtt import (
+            Connect,
+            encode_connect,
+            encode_publish,
+            encode_subscribe,
+            encode_unsubscribe,
+        )
+
+        hello = encode_connect(Connect("dev-1", True, 30, username="u", password=b"p"))
+        return [
+            b"\x05" + hello + encode_subscribe(1, [(b"home/#", 1), (b"a/+/b", 0)]) + b"\xc0\x00",
+            b"\x0b" + hello + encode_publish(b"home/kitchen/temp", b"21.5", 1, packet_id=7)
+            + encode_publish(b"r", b"x" * 1500, 0, retain=True) + encode_unsubscribe(2, [b"home/#"]) + b"\xe0\x00",
+        ]
     raise KeyError(target)
 
 

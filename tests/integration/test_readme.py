@@ -392,6 +392,38 @@ def test_configuration_example_passes_check_config(tmp_path: Path, dbus_daemon: 
     assert bcrypt.checkpw(b"sensor-secret", sensor["password"].encode())
 
 
+@pytest.mark.slow
+def test_plain_install_starts_the_readme_config_without_a_traceback(
+    tmp_path: Path, dbus_daemon: str, servers: list[ServerProcess]  # noqa: F811 - the fixture, by name
+) -> None:
+    """The README's first command installs with ``pip install .`` (no extras): that install alone runs the
+    configuration example (serial, BLE, a bcrypt user, a leaf remote, store-and-forward) without a
+    traceback, on a machine that has a D-Bus system bus but no serial port, no radio and no hub."""
+    install, _, _run = BLOCKS["install-run"].rpartition(" && ")
+    venv = tmp_path / "venv"
+    r = subprocess.run(["bash", "-c", install.replace(".venv", str(venv)).replace("install .", f"install -q {ROOT}")],
+                       capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stdout + r.stderr
+    conf = tmp_path / "edge.toml"
+    # The outbox goes under $STATE_DIRECTORY; the hub is a closed loopback port (no lookups leave the machine).
+    conf.write_text(BLOCKS["config-example"].replace("hub.example.com:7422", f"127.0.0.1:{free_port()}"),
+                    encoding="utf-8")
+    env = {"DBUS_SYSTEM_BUS_ADDRESS": dbus_daemon, "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+           "STATE_DIRECTORY": str(tmp_path / "state"), "HOME": str(tmp_path)}
+    cli = str(venv / "bin" / "nats-edge")
+    r = subprocess.run([cli, "check-config", "-c", str(conf)], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0 and r.stdout.strip() == f"configuration ok ({conf})", r.stdout + r.stderr
+    gw = _start("nats-edge", [cli, "run", "-c", str(conf), "-a", "127.0.0.1", "-p", "-1", "-m", "-1"],
+                tmp_path, env)
+    servers.append(gw)
+    wait_for(lambda: "Server is ready" in gw.log(), 20, "Server is ready")
+    # Each configured part has had its go: the serial port and the hub are missing, BLE finds no BlueZ.
+    wait_for(lambda: all(word in gw.log() for word in ("serial", "ble", "Leafnode")), 20,
+             "the serial, BLE and leaf parts to report")
+    stop_with_ctrl_c(gw)
+    assert "Traceback" not in gw.log(), gw.log()
+
+
 # -- MQTT devices ---------------------------------------------------------------------------------
 
 

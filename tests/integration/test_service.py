@@ -39,11 +39,18 @@ def test_shipped_unit_verifies_and_has_the_essentials() -> None:
         assert line in text, line
 
 
-def test_install_into_root_writes_a_verifiable_unit_and_is_idempotent(tmp_path: Path) -> None:
+def test_install_into_root_writes_a_verifiable_unit_and_is_idempotent(opt_dir: Path, tmp_path: Path) -> None:
+    # Installed where a gateway's would be (under /opt), wherever this checkout happens to live.
+    venv = make_venv(opt_dir)
+    src = copy_source(opt_dir)
     model = tmp_path / "model"
     model.write_bytes(b"Raspberry Pi 4 Model B Rev 1.4\x00")
     root = tmp_path / "root"
     env = {"NATS_EDGE_DEVICE_MODEL_PATH": str(model)}
+
+    def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return venv_cli(venv, *args, src=src, env=env)
+
     dry = cli("service", "install", "--root", str(root), "--dry-run", env=env)
     assert dry.returncode == 0, dry.stderr
     assert "would write" in dry.stdout and not root.exists()
@@ -53,7 +60,7 @@ def test_install_into_root_writes_a_verifiable_unit_and_is_idempotent(tmp_path: 
     unit = root / "etc/systemd/system/nats-edge.service"
     verify(unit)
     text = unit.read_text()
-    assert f"ExecStart={sys.executable} -m edge run" in text and "NATS_EDGE_PROFILE=rpi-4b" in text
+    assert f"ExecStart={venv}/bin/python -m edge run" in text and "NATS_EDGE_PROFILE=rpi-4b" in text
     assert (root / "etc/systemd/system/multi-user.target.wants/nats-edge.service").is_symlink()
     assert "nats-edge:" in (root / "etc/passwd").read_text()
     config = root / "etc/nats-edge/nats-edge.toml"
@@ -81,16 +88,40 @@ def test_install_with_unknown_profile_fails_cleanly(tmp_path: Path) -> None:
 
 
 def make_venv(parent: Path) -> Path:
-    """A real venv (no pip: fast) under ``parent``; edge comes from the clone through PYTHONPATH."""
+    """A real venv (no pip: fast) under ``parent``; edge comes through PYTHONPATH (see :func:`venv_cli`)."""
     venv = parent / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     return venv
 
 
-def venv_cli(venv: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+def copy_source(parent: Path) -> Path:
+    """A copy of the package and its data under ``parent``: where the installation lives is part of what
+    ``service install`` checks, so the tests decide it, not the place this checkout was cloned to."""
+    src = parent / "src"
+    for name in ("edge", "firmware_bridge", "hw_profiles", "systemd"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    return src
+
+
+def venv_cli(venv: Path, *args: str, src: Path = REPO,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = dict(os.environ, PYTHONPATH=str(src), **(env or {}))
+    # cwd too: ``python -m`` puts the working directory first on sys.path, ahead of PYTHONPATH.
     return subprocess.run([str(venv / "bin" / "python"), "-m", "edge", *args], capture_output=True, text=True,
-                          timeout=60, env=env, check=False)
+                          timeout=60, env=full, check=False, cwd=src)
+
+
+@pytest.fixture
+def opt_dir() -> Iterator[Path]:
+    """A temporary directory under /opt (where the README suggests installing), removed afterwards."""
+    try:
+        os.makedirs("/opt", exist_ok=True)
+        path = Path(tempfile.mkdtemp(dir="/opt", prefix="nats-edge-test-"))
+    except OSError as exc:
+        pytest.skip(f"cannot create a directory under /opt: {exc}")
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
 
 
 @pytest.fixture
@@ -106,8 +137,9 @@ def home_dir() -> Iterator[Path]:
 
 def test_install_from_a_venv_under_home_adds_a_protect_home_dropin(home_dir: Path, tmp_path: Path) -> None:
     venv = make_venv(home_dir)
+    src = copy_source(home_dir)
     root = tmp_path / "root"
-    proc = venv_cli(venv, "service", "install", "--root", str(root), "--profile", "generic")
+    proc = venv_cli(venv, "service", "install", "--root", str(root), "--profile", "generic", src=src)
     assert proc.returncode == 0, proc.stderr
     unit = root / "etc/systemd/system/nats-edge.service"
     dropin = root / "etc/systemd/system/nats-edge.service.d/venv.conf"
@@ -120,9 +152,9 @@ def test_install_from_a_venv_under_home_adds_a_protect_home_dropin(home_dir: Pat
     # mkdtemp made the directory 0700: the service user could not enter it, and the output says so.
     assert f"! {home_dir} is closed to other users (mode 700)" in proc.stdout
     verify(unit)  # loads nats-edge.service.d/ too: a bad drop-in line would be reported here
-    again = venv_cli(venv, "service", "install", "--root", str(root), "--profile", "generic")
+    again = venv_cli(venv, "service", "install", "--root", str(root), "--profile", "generic", src=src)
     assert again.returncode == 0 and f"= write {dropin} (already done)" in again.stdout, again.stdout
-    rm = venv_cli(venv, "service", "uninstall", "--root", str(root))
+    rm = venv_cli(venv, "service", "uninstall", "--root", str(root), src=src)
     assert rm.returncode == 0, rm.stderr
     assert not dropin.exists() and not dropin.parent.exists() and not unit.exists()
 
