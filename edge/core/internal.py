@@ -23,9 +23,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("edge.internal")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: building a frozen dataclass costs ~2 us more per delivery
 class Message:
-    """A message delivered to an internal subscription. ``headers`` is the raw header block or b""."""
+    """A message delivered to an internal subscription (one per delivery, the callback's to keep).
+    ``headers`` is the raw header block or b""."""
 
     subject: bytes
     reply: bytes | None

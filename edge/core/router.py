@@ -118,24 +118,10 @@ class Router:
         size = len(data)
         # The frame in a head shared by every message on this subject, the sid, and a tail shared by
         # every subscriber of this message: edge.protocol.encode's formats, applied inline (no call).
-        if hdr_len:
-            head = HMSG_HEAD % subject
-            if reply:
-                tail = HMSG_TAIL_REPLY % (reply, hdr_len, size, data)
-            else:
-                tail = HMSG_TAIL % (hdr_len, size, data)
-            plain_tail: bytes | None = None  # for subscribers without header support, made on demand
-        else:
-            cached = m.head
-            if cached is None:
-                cached = m.head = MSG_HEAD % subject
-            head = cached
-            if reply:
-                tail = MSG_TAIL_REPLY % (reply, size, data)
-            else:
-                tail = MSG_TAIL % (size, data)
-            plain_tail = tail
-        frame_len = len(head) + len(tail)
+        # Made at the first client subscriber: internal clients and links take the message unframed.
+        head = tail = b""
+        plain_tail: bytes | None = None  # for subscribers without header support, made on demand
+        frame_len = 0
         targets: list[Subscription] = m.plain
         if m.queues:
             targets = list(targets)
@@ -164,6 +150,24 @@ class Router:
                 if b.closed:
                     continue
                 dirty.append(c)
+            if not frame_len:
+                if hdr_len:
+                    head = HMSG_HEAD % subject
+                    if reply:
+                        tail = HMSG_TAIL_REPLY % (reply, hdr_len, size, data)
+                    else:
+                        tail = HMSG_TAIL % (hdr_len, size, data)
+                else:
+                    cached = m.head
+                    if cached is None:
+                        cached = m.head = MSG_HEAD % subject
+                    head = cached
+                    if reply:
+                        tail = MSG_TAIL_REPLY % (reply, size, data)
+                    else:
+                        tail = MSG_TAIL % (size, data)
+                    plain_tail = tail
+                frame_len = len(head) + len(tail)
             sid = sub.sid
             if hdr_len and not c.options.headers:
                 if plain_tail is None:

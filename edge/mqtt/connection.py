@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("edge.mqtt")
 
 ACK_PREFIX: Final = b"$MQTT.sfack."
+# PUBLISH topic -> NATS subject conversions the listener remembers (topics up to P.TOPIC_CACHE_LEN bytes).
+SUBJECT_CACHE_MAX: Final = 4096
 _CONNECT_TASKS: Final[set[asyncio.Task[None]]] = set()
 
 
@@ -42,6 +44,7 @@ class MQTTConnection(asyncio.Protocol):
     def __init__(self, listener: MQTTListener) -> None:
         self.listener = listener
         self.server = listener.server
+        self.counters = listener.counters
         self.loop = listener.server.loop
         settings = self.server.settings
         self.max_pending = settings.max_pending
@@ -82,7 +85,7 @@ class MQTTConnection(asyncio.Protocol):
             self.host, self.port = str(peer[0]), int(peer[1])
         self._last_in = self.loop.time()
         self.listener.connections.add(self)
-        self.listener.counters.total_connections += 1
+        self.counters.total_connections += 1
         # A CONNECT must arrive within the authorization timeout, as a NATS client's.
         self._timer = self.loop.call_later(self.server.settings.authorization.timeout, self._connect_timeout)
 
@@ -101,13 +104,19 @@ class MQTTConnection(asyncio.Protocol):
         if self._waiting is not None:
             self._waiting.extend(packets)
             return
-        self._handle_all(deque(packets))
+        self._handle_all(packets)
 
-    def _handle_all(self, packets: deque[P.Packet]) -> None:
+    def _handle_all(self, packets: list[P.Packet]) -> None:
         try:
-            while packets and not self.closed:
-                if self._handle(packets.popleft()):  # a deferred CONNECT: the rest waits for it
-                    self._waiting = packets
+            for i, p in enumerate(packets):
+                if self.closed:
+                    return
+                if type(p) is P.Publish and self.connected:  # the hot paths: no dispatch
+                    self._on_publish(p)
+                elif type(p) is P.Ack and self.connected:
+                    self._on_ack(p)
+                elif self._handle(p):  # a deferred CONNECT: the rest waits for it
+                    self._waiting = deque(packets[i + 1:])
                     return
         except Exception:
             log.exception("mqtt %s - internal error; closing the connection", self.tag)
@@ -164,7 +173,7 @@ class MQTTConnection(asyncio.Protocol):
     def send_publish(self, topic: bytes, payload: bytes, qos: int, retain: bool, dup: bool, pid: int) -> None:
         if self.outbound.add_msg(P.encode_publish(topic, payload, qos, retain=retain, dup=dup, packet_id=pid),
                                  len(payload)):
-            self.listener.counters.msgs_out += 1
+            self.counters.msgs_out += 1
 
     def _slow_consumer(self) -> None:
         self.listener.slow_consumers += 1
@@ -247,7 +256,7 @@ class MQTTConnection(asyncio.Protocol):
         except TopicError:
             return
         if self.permissions is not None and not self.permissions.can_publish(subject, None):
-            self.listener.counters.publish_denied += 1
+            self.counters.publish_denied += 1
             return
         if w.retain:
             self.listener.manager.set_retained(w.topic, w.payload, w.qos)
@@ -352,7 +361,7 @@ class MQTTConnection(asyncio.Protocol):
         self._complete_connect(c, self._authenticate(c) is True)
         packets, self._waiting = self._waiting or deque(), None
         if not self.closed:
-            self._handle_all(packets)
+            self._handle_all(list(packets))
             if self.transport is not None and not self.closed:
                 self.transport.resume_reading()
 
@@ -389,27 +398,29 @@ class MQTTConnection(asyncio.Protocol):
     def _on_publish(self, p: P.Publish) -> None:
         session = self.session
         assert session is not None
+        size = len(p.payload)
         self.in_msgs += 1
-        self.in_bytes += len(p.payload)
+        self.in_bytes += size
         session.msgs_in += 1
-        self.listener.counters.msgs_in += 1
-        if len(p.payload) > self.max_payload:
-            self.close(f"payload of {len(p.payload)} bytes exceeds max_payload {self.max_payload}", will=True)
+        listener = self.listener
+        self.counters.msgs_in += 1
+        if size > self.max_payload:
+            self.close(f"payload of {size} bytes exceeds max_payload {self.max_payload}", will=True)
             return
-        try:
-            subject = topic_to_subject(p.topic)
-        except TopicError as exc:
-            self.close(f"topic {p.topic!r}: {exc}", will=True)
-            return
-        if not is_valid_literal_subject(subject):
-            self.close(f"topic {p.topic!r} has no NATS subject ({subject!r})", will=True)
+        subject = listener.subjects.get(p.topic)
+        if subject is None:
+            subject = self._convert_topic(p.topic)
+            if subject is None:
+                return
+        if not p.qos and not p.retain and self.permissions is None:
+            session.publish(subject, p.payload, 0)  # the common case: what the rest does for it
             return
         ack = P.PUBACK if p.qos == 1 else P.PUBREC
         if p.qos == 2 and session.qos2_seen(p.packet_id):
             self.send(P.encode_ack(P.PUBREC, p.packet_id))  # a resend: routed once already [MQTT-4.3.3-2]
             return
         if self.permissions is not None and not self.permissions.can_publish(subject, None):
-            self.listener.counters.publish_denied += 1
+            self.counters.publish_denied += 1
             log.info("mqtt %s - publish to %r denied by permissions", self.tag, subject.decode(errors="replace"))
             if p.qos:  # MQTT 3.1.1 has no negative ack: acknowledge, so the device does not resend forever
                 self.send(P.encode_ack(ack, p.packet_id))
@@ -427,13 +438,31 @@ class MQTTConnection(asyncio.Protocol):
         if p.qos and reply is None:
             self.send(P.encode_ack(ack, p.packet_id))
 
+    def _convert_topic(self, topic: bytes) -> bytes | None:
+        """The subject of a PUBLISH topic, remembered in the listener's bounded cache; None when it has
+        none (the connection is closed)."""
+        try:
+            subject = topic_to_subject(topic)
+        except TopicError as exc:
+            self.close(f"topic {topic!r}: {exc}", will=True)
+            return None
+        if not is_valid_literal_subject(subject):
+            self.close(f"topic {topic!r} has no NATS subject ({subject!r})", will=True)
+            return None
+        subjects = self.listener.subjects
+        if len(topic) <= P.TOPIC_CACHE_LEN:
+            if len(subjects) >= SUBJECT_CACHE_MAX:
+                subjects.clear()
+            subjects[topic] = subject
+        return subject
+
     def outbox_ack(self, pid: int, ok: bool) -> None:
         """The outbox answered a covered QoS 1/2 publish: durable (ok) or refused (full)."""
         ack = self._outbox_acks.pop(pid, None)
         if ack is None:
             return
         if ok:
-            self.listener.counters.outbox_acks += 1
+            self.counters.outbox_acks += 1
             self.send(P.encode_ack(ack, pid))
         else:
             # No negative ack in 3.1.1: leave it unacknowledged; the device sends it again (DUP) when it
@@ -480,7 +509,7 @@ class MQTTConnection(asyncio.Protocol):
         if not all(is_valid_subject(s) for s in subjects):
             return None
         if self.permissions is not None and not self.permissions.can_subscribe(subjects[0], None):
-            self.listener.counters.subscribe_denied += 1
+            self.counters.subscribe_denied += 1
             log.info("mqtt %s - subscription to %r denied by permissions", self.tag, f.decode(errors="replace"))
             return None
         return subjects

@@ -48,6 +48,7 @@ class MQTTListener:
         self.outbox = outbox  # edge.store.forwarder.Forwarder or None
         self.manager = SessionManager(server, settings, directory)
         self.connections: set[MQTTConnection] = set()
+        self.subjects: dict[bytes, bytes] = {}  # PUBLISH topic -> subject (MQTTConnection._convert_topic)
         self.slow_consumers = 0
         self.port = 0
         self.host = ""

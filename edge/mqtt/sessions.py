@@ -36,7 +36,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("edge.mqtt")
 
 QOS_HEADER: Final = b"Nmqtt-Pub:"
+TOPIC_CACHE_MAX: Final = 4096  # subject -> MQTT topic conversions the manager remembers (short subjects)
 _HEADERS: Final = tuple(b"NATS/1.0\r\nNmqtt-Pub:%d\r\n\r\n" % q for q in range(3))
+_HEADER_QOS: Final = {h: q for q, h in enumerate(_HEADERS)}  # the common header blocks, parsed once
 
 
 def message_qos(headers: bytes) -> int:
@@ -125,8 +127,19 @@ class Session:
             perms = self.permissions
             if perms is not None and perms.rules.deny_filter and perms.rules.delivery_denied(subject):
                 return
-            qos = message_qos(msg.headers) if granted else 0
-            self.deliver(subject_to_topic(subject), msg.payload, min(qos, granted), False)
+            topics = self.manager.topics
+            topic = topics.get(subject)
+            if topic is None:
+                topic = subject_to_topic(subject)
+                if len(subject) <= P.TOPIC_CACHE_LEN:
+                    if len(topics) >= TOPIC_CACHE_MAX:
+                        topics.clear()
+                    topics[subject] = topic
+            qos = (_HEADER_QOS.get(msg.headers) or message_qos(msg.headers)) if granted else 0
+            if qos:
+                self.deliver(topic, msg.payload, min(qos, granted), False)
+            elif self.conn is not None:  # QoS 0: what deliver does for it, without the call
+                self.conn.send_publish(topic, msg.payload, 0, False, False, 0)
 
         return on_message
 
@@ -259,6 +272,7 @@ class SessionManager:
         self.sessions: dict[str, Session] = {}
         self.counters = Counters()
         self.live_bytes = 0
+        self.topics: dict[bytes, bytes] = {}  # message subject -> MQTT topic (Session._callback)
 
     @property
     def retained(self) -> dict[bytes, tuple[bytes, int]]:

@@ -69,6 +69,10 @@ MALFORMED = {
     "reserved packet type 0": b"\x00\x00",
     "reserved packet type 15": b"\xf0\x00",
     "PUBACK of three bytes": b"\x40\x03\x00\x01\x00",
+    "PUBACK with packet id 0": b"\x40\x02\x00\x00",
+    "PUBREL without its flags": b"\x60\x02\x00\x01",
+    "PUBLISH topic past the end": b"\x30\x03\x00\x05a",
+    "PUBLISH QoS 1 without a packet id": b"\x32\x03\x00\x01a",
     "SUBSCRIBE without filters": b"\x82\x02\x00\x01",
     "SUBSCRIBE QoS 3": b"\x82\x06\x00\x01\x00\x01a\x03",
     "SUBSCRIBE reserved QoS bits": b"\x82\x06\x00\x01\x00\x01a\x41",
@@ -89,6 +93,46 @@ MALFORMED = {
 def test_malformed_packets_raise(data: bytes) -> None:
     with pytest.raises(P.MalformedPacket):
         P.Decoder(server=True).feed(data)
+
+
+# PUBLISHes to the topics the MALFORMED cases use: afterwards the decoder takes its fast path for them.
+WARM_UP = P.encode_publish(b"a", b"warm") + P.encode_publish(b"a", b"", 1, packet_id=1)
+
+
+def _warm_decoder() -> P.Decoder:
+    d = P.Decoder(server=True)
+    assert d.feed(WARM_UP) == [P.Publish(b"a", b"warm"), P.Publish(b"a", b"", 1, packet_id=1)]
+    return d
+
+
+@pytest.mark.parametrize("data", MALFORMED.values(), ids=MALFORMED.keys())
+def test_the_fast_paths_refuse_what_the_full_decode_refuses(data: bytes) -> None:
+    with pytest.raises(P.MalformedPacket) as fresh:
+        P.Decoder(server=True).feed(data)
+    with pytest.raises(P.MalformedPacket) as warm:
+        _warm_decoder().feed(data)
+    assert str(warm.value) == str(fresh.value)
+
+
+# Packets shaped like the fast paths' input: PUBLISH or ack first bytes (any flags), a short length, a
+# field that often names the known topic "a", then anything.
+FAST_PATH_INPUT = st.builds(
+    lambda first, n, field, rest: bytes((first, n)) + field + rest,
+    st.integers(0x30, 0x7F), st.integers(0, 8), st.sampled_from([b"\x00\x01a", b"\x00\x01", b"\x00\x02a", b""]),
+    st.binary(max_size=8),
+)
+
+
+@settings(max_examples=400)
+@given(st.lists(FAST_PATH_INPUT, min_size=1, max_size=4).map(b"".join))
+def test_the_fast_paths_decode_any_bytes_as_the_full_decode_does(data: bytes) -> None:
+    def outcome(d: P.Decoder) -> object:
+        try:
+            return d.feed(data)
+        except (P.MalformedPacket, P.ConnectRefused) as exc:
+            return type(exc), str(exc)
+
+    assert outcome(_warm_decoder()) == outcome(P.Decoder(server=True))
 
 
 def test_a_level_5_connect_is_refused_with_return_code_1() -> None:
@@ -144,3 +188,14 @@ def test_any_split_of_a_valid_stream_gives_the_same_packets(packets: list[P.Pack
         pos += n
     got += d.feed(data[pos:])
     assert got == packets
+
+
+def test_the_fast_path_topic_cache_is_bounded() -> None:
+    d = P.Decoder(server=True)
+    many = [b"t/%d" % k for k in range(P.TOPIC_CACHE_MAX + 1)]
+    long = b"x" * (P.TOPIC_CACHE_LEN + 1)
+    data = b"".join(P.encode_publish(t, b"p") for t in [*many, long])
+    assert d.feed(data) == [P.Publish(t, b"p") for t in [*many, long]]
+    assert d._topics == {many[-1]}  # cleared when full; a topic past TOPIC_CACHE_LEN is not kept
+    assert d.feed(data + data) == [P.Publish(t, b"p") for t in [*many, long] * 2]
+    assert len(d._topics) <= P.TOPIC_CACHE_MAX
