@@ -25,6 +25,7 @@ from edge.bench.wire import (
     SeqTracker,
     _gather,
     _scatter,
+    matching_frames,
     payload,
     seq_columns,
 )
@@ -234,15 +235,7 @@ class MqttVerifier:
             if self.qos:
                 _scatter(buf, ids, pos + self.id_offset, k, flen)
                 _scatter(expected, ids, self.id_offset, k, flen)
-            # The longest well-formed prefix, by bisection (one odd packet costs O(log k) compares).
-            lo, hi = 0, k
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if buf[pos : pos + mid * flen] == expected[: mid * flen]:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            good = lo
+            good = matching_frames(buf, pos, expected, k, flen)  # the longest well-formed prefix
             cols = [c[:good] for c in cols]
             ids = [c[:good] for c in ids]
         if not good:

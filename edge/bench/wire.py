@@ -156,6 +156,20 @@ def _scatter(buf: bytearray, cols: list[bytes], start: int, count: int, frame_le
         buf[start + j : start + j + span : frame_len] = col
 
 
+def matching_frames(buf: bytearray, pos: int, expected: bytes | bytearray, k: int, flen: int) -> int:
+    """How many of the ``k`` frames of ``flen`` bytes at ``buf[pos]`` equal ``expected``'s, from the first:
+    by bisection, so one PING or odd frame in the middle of a window costs O(log k) comparisons, not a
+    Python loop over the window."""
+    lo, hi = 0, k  # invariant: a prefix of lo frames matches; one of hi+1 frames does not (or hi == k)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if buf[pos : pos + mid * flen] == expected[: mid * flen]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def _gather(buf: bytearray, start: int, count: int, frame_len: int) -> list[bytes]:
     """Read the sequence columns of ``count`` frames whose first sequence byte is at ``start``."""
     span = (count - 1) * frame_len + 1
@@ -401,15 +415,8 @@ class StreamVerifier:
         _scatter(buf, cols, start, k, flen)  # put the numbers back for the slow path
         expected = bytearray(self._template_view[: k * flen])
         _scatter(expected, cols, self.seq_offset, k, flen)
-        # Something in the window differs: find the longest prefix that is well-formed frames, so one
-        # PING or odd frame in the middle costs O(log k) comparisons, not a Python loop over the window.
-        lo, hi = 0, k  # invariant: prefix of lo frames is well-formed; of hi+1 frames is not (or hi == k)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if buf[pos : pos + mid * flen] == expected[: mid * flen]:
-                lo = mid
-            else:
-                hi = mid - 1
+        # Something in the window differs: the longest prefix of well-formed frames.
+        lo = matching_frames(buf, pos, expected, k, flen)
         if lo:
             self._accept([c[:lo] for c in cols], lo)
         return lo

@@ -18,12 +18,12 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import nats
 import pytest
 
 import edge
+from tests.integration.test_monitoring import get_json
 from tests.support.natsclient import flush
 from tests.support.processes import (
     ServerProcess,
@@ -42,20 +42,6 @@ GW = "gw:lab"  # a server name with a character the old mDNS sanitiser changed a
 # compiled build; its five extension modules measure 0.3-0.7 MB more (25.3-25.7 MB here): a missed
 # target, reported, bounded here at 26 MB so that growth beyond it still fails.
 RSS_BUDGET_KB = (26 if edge.build_kind() == "compiled" else 25) * 1024
-
-
-def get(sp: ServerProcess, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(sp.url_of("monitoring") + path, timeout=5) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def get_json(sp: ServerProcess, path: str) -> dict[str, Any]:
-    status, body = get(sp, path)
-    assert status == 200, (path, status, body)
-    return json.loads(body)
 
 
 def status_line(sp: ServerProcess, path: str) -> bytes:

@@ -23,6 +23,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -169,14 +170,27 @@ def _read_block(proc: subprocess.Popen[bytes], timeout: float) -> list[str]:
     return data.decode("utf-8").split("\n\n", 1)[0].split("\n")
 
 
-def test_serial_walkthrough(tmp_path: Path, servers: list[ServerProcess]) -> None:
-    sub = Subst(tmp_path)
+@contextmanager
+def simulator(sub: Subst) -> Iterator[list[str]]:
+    """The README's ``serial-sim`` command running; yields the lines it printed. On the way out it is
+    stopped with Ctrl-C, and must exit 0."""
     mkdir, _, simulate = sub(BLOCKS["serial-sim"]).rpartition(" && ")
     # exec: the simulator is bash's child no more, so Ctrl-C (SIGINT) below reaches it.
     sim = subprocess.Popen(["bash", "-c", f"{mkdir} && exec {simulate}"],
                            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
     try:
-        printed = _read_block(sim, 20)
+        yield _read_block(sim, 20)
+    finally:
+        sim.send_signal(signal.SIGINT)
+        code = sim.wait(10)
+        assert sim.stdout is not None
+        sim.stdout.close()
+    assert code == 0
+
+
+def test_serial_walkthrough(tmp_path: Path, servers: list[ServerProcess]) -> None:
+    sub = Subst(tmp_path)
+    with simulator(sub) as printed:
         expected = sub(BLOCKS["serial-sim-output"]).splitlines()
         assert shape(printed[0]) == shape(expected[0])  # the pty's number differs
         assert printed[1:] == expected[1:]
@@ -197,22 +211,12 @@ def test_serial_walkthrough(tmp_path: Path, servers: list[ServerProcess]) -> Non
         assert dev["device"] == "sim1" and dev["state"] == "online"
         assert dev["info"]["port"] == str(tmp_path / "sim0") and dev["info"]["codec"] == "jsonl"
         stop_with_ctrl_c(gw)
-    finally:
-        sim.send_signal(signal.SIGINT)
-        code = sim.wait(10)
-        assert sim.stdout is not None
-        sim.stdout.close()
-    assert code == 0
     assert not (tmp_path / "sim0").is_symlink()  # the simulator removes its link on Ctrl-C
 
 
 def test_commands_walkthrough(tmp_path: Path, servers: list[ServerProcess]) -> None:
     sub = Subst(tmp_path)
-    mkdir, _, simulate = sub(BLOCKS["serial-sim"]).rpartition(" && ")
-    sim = subprocess.Popen(["bash", "-c", f"{mkdir} && exec {simulate}"],
-                           stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    try:
-        _read_block(sim, 20)
+    with simulator(sub):
         run_shell(sub, "commands-config")
         gw = start_server(sub, BLOCKS["commands-run"], "nats-edge")
         servers.append(gw)
@@ -224,12 +228,6 @@ def test_commands_walkthrough(tmp_path: Path, servers: list[ServerProcess]) -> N
         [dev] = [d for d in _request(gw.port, "edge.gw1.devices")["devices"] if d["adapter"] == "serial"]
         assert dev["actions"] == ["relay", "toggle", "read"]
         stop_with_ctrl_c(gw)
-    finally:
-        sim.send_signal(signal.SIGINT)
-        code = sim.wait(10)
-        assert sim.stdout is not None
-        sim.stdout.close()
-    assert code == 0
 
 
 def _request(port: int, subject: str, payload: bytes = b"") -> Any:
