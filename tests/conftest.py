@@ -14,7 +14,7 @@ from tests.support.processes import ServerProcess, start_nats_edge, start_nats_s
 
 
 def pytest_report_header() -> str:
-    return f"nats-edge build: {edge.build_kind()} (edge.HOT_MODULES; NATS_EDGE_BUILD chooses at install)"
+    return f"nats-edge build: {edge.build_kind()} (edge.COMPILED_MODULES; NATS_EDGE_BUILD chooses at install)"
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -8,16 +8,16 @@ exit code 1, never a traceback.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 import sys
 from collections.abc import Callable
 from typing import Final
 
-from edge import NATS_SERVER_VERSION, __version__
+from edge import NATS_SERVER_VERSION, __version__, build_kind
 from edge.config.settings import Settings
 from edge.errors import ListenError
+from edge.runtime.heap import return_freed_heap
 from edge.runtime.logging import configure_logging
 
 log = logging.getLogger("edge.runtime")
@@ -31,19 +31,6 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
-
-
-def _return_freed_heap() -> None:
-    """Give the heap that imports and config parsing left free back to the OS: glibc keeps freed memory
-    below its trim threshold, about 1 MB of idle RSS here (the 25 MB idle budget is tight)."""
-    gc.collect()
-    try:
-        import ctypes
-
-        trim = ctypes.CDLL(None).malloc_trim
-    except (ImportError, OSError, AttributeError):  # not glibc (musl has no malloc_trim)
-        return
-    trim(0)
 
 
 def run_broker(settings: Settings, reload: Callable[[], Settings] | None = None) -> int:
@@ -76,7 +63,9 @@ async def _serve(settings: Settings, reload: Callable[[], Settings] | None = Non
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     broker = Broker(settings)
-    log.info("Starting nats-edge version %s (nats-server %s protocol)", __version__, NATS_SERVER_VERSION)
+    # The build is in the first line, as --version says it: `nats-edge bench` reads it from here.
+    log.info("Starting nats-edge version %s (nats-server %s protocol, %s build)", __version__, NATS_SERVER_VERSION,
+             build_kind())
     try:
         await broker.start()
     except ListenError as exc:
@@ -92,7 +81,7 @@ async def _serve(settings: Settings, reload: Callable[[], Settings] | None = Non
     life.install_signals()
     log.info("Server is ready")
     life.ready()
-    _return_freed_heap()
+    return_freed_heap()
     await stop.wait()
     log.info("Initiating shutdown...")
     life.stopping()

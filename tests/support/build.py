@@ -14,7 +14,7 @@ def stale_extensions() -> list[str]:
     """Sources (.py/.pxd) changed after the extension built in place from them by an editable install:
     Python would import the old compiled code. Empty for a pure build or an installed wheel."""
     stale: list[str] = []
-    for name in edge.HOT_MODULES:
+    for name in edge.COMPILED_MODULES:
         spec = find_spec(name)
         if spec is None or not spec.origin or spec.origin.endswith(".py"):
             continue
