@@ -81,6 +81,7 @@ class Target:
     port: int
     pid: int | None = None
     argv: ArgvFactory | None = None
+    build: str | None = None  # nats-edge's build (compiled/pure), when known: it picks the targets
 
 
 @dataclass

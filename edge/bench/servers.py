@@ -7,6 +7,7 @@ A broker counts as ready when a TCP connect succeeds, its ``INFO`` line arrives 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -209,6 +210,10 @@ def _project_env() -> dict[str, str]:
     return env
 
 
+# edge.runtime.main's first log line: "Starting nats-edge version 0.1.0 (nats-server 2.10.0 protocol, compiled build)".
+_BUILD_IN_LOG: Final = re.compile(rb"Starting nats-edge version \S+ \([^)]*, (\w+) build\)")
+
+
 @dataclass
 class BrokerProcess:
     """A broker we started; its stderr goes to ``log_path`` (a pipe could fill and stall it)."""
@@ -229,6 +234,16 @@ class BrokerProcess:
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
+
+    def edge_build(self) -> str | None:
+        """Which nats-edge build this broker runs (``compiled``/``pure``), from its first log line; None
+        when the log does not say (not nats-edge, or a version that did not log it)."""
+        try:
+            head = Path(self.log_path).read_bytes()[:4096]
+        except OSError:
+            return None
+        m = _BUILD_IN_LOG.search(head)
+        return m.group(1).decode() if m else None
 
     def log_tail(self, lines: int = 15) -> str:
         try:
