@@ -148,6 +148,9 @@ class Server:
         self._flush_scheduled = False
         self.router = Router(self.sublist, self._schedule_flush)
         self.clients: dict[int, ClientConnection] = {}
+        # Client connections of another protocol (MQTT, edge.mqtt): they count against max_connections
+        # as nats-server counts its MQTT clients, but live with their listener (admit/release_connection).
+        self.other_clients = 0
         # The most recent closed connections, oldest first (nats-server's closed-clients ring).
         self.closed_clients: deque[ClosedConnection] = deque(maxlen=settings.max_closed_clients)
         self.interest_listeners: list[InterestListener] = []
@@ -263,15 +266,32 @@ class Server:
         """A socketless client for an adapter or service (see edge.core.internal)."""
         return InternalClient(self, name, echo=echo)
 
+    @property
+    def connection_count(self) -> int:
+        """Open client connections, NATS and other protocols (what max_connections bounds)."""
+        return len(self.clients) + self.other_clients
+
     def register(self, conn: ClientConnection) -> bool:
         """Assign a client id; returns False if max_connections is reached."""
         conn.cid = self.next_client_id()
-        if len(self.clients) >= self.settings.max_connections:
+        if self.connection_count >= self.settings.max_connections:
             self.rejected_connections += 1
             return False
         self.clients[conn.cid] = conn
         self.total_connections += 1
         return True
+
+    def admit_connection(self) -> bool:
+        """A client connection of another protocol (MQTT) opens: False, and counted as rejected, when
+        max_connections is reached; otherwise it counts until :meth:`release_connection`."""
+        if self.connection_count >= self.settings.max_connections:
+            self.rejected_connections += 1
+            return False
+        self.other_clients += 1
+        return True
+
+    def release_connection(self) -> None:
+        self.other_clients -= 1
 
     def unregister(self, conn: ClientConnection, reason: str) -> None:
         """``conn`` closed (called before its subscriptions are dropped): remembered in the closed ring."""

@@ -214,7 +214,7 @@ def varz(b: MonitoredBroker, http_req_stats: Mapping[str, int], now: float | Non
         "mem": _rss_bytes(),
         "cores": os.cpu_count() or 1,
         "cpu": _cpu_percent(now - srv.start_time),
-        "connections": len(srv.clients),
+        "connections": srv.connection_count,  # MQTT clients too, as nats-server counts them
         "total_connections": srv.total_connections,
         "routes": 0,
         "remotes": 0,

@@ -67,7 +67,7 @@ def render_metrics(b: MonitoredBroker, now: float | None = None) -> str:
     w.one("nats_edge_start_time_seconds", "gauge", "UNIX time the broker started.", srv.start_time)
     w.one("nats_edge_uptime_seconds", "gauge", "Seconds since the broker started.", max(0.0, now - srv.start_time))
     w.one("nats_edge_resident_memory_bytes", "gauge", "Resident set size of the broker process.", _rss_bytes())
-    w.one("nats_edge_connections", "gauge", "Open client connections.", len(srv.clients))
+    w.one("nats_edge_connections", "gauge", "Open client connections (NATS and MQTT).", srv.connection_count)
     w.one("nats_edge_connections_accepted", "counter", "Client connections accepted since start.",
           srv.total_connections)
     w.one("nats_edge_subscriptions", "gauge", "Subscriptions in the subscription index.", len(srv.sublist))

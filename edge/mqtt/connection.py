@@ -58,6 +58,7 @@ class MQTTConnection(asyncio.Protocol):
         self.start = time.time()
         self.user: str | None = None
         self.permissions: Any = None
+        self.credentials: dict[str, Any] = {}  # CONNECT's, as the auth code reads them: rechecked on a reload
         self.client_id = ""
         self.keepalive = 0
         self.session: Session | None = None
@@ -83,6 +84,14 @@ class MQTTConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.host, self.port = str(peer[0]), int(peer[1])
+        if not self.server.admit_connection():
+            # One max_connections for NATS and MQTT clients; nats-server's createMQTTClient closes the
+            # connection at once (MQTT 3.1.1 has no CONNACK before a CONNECT to say why).
+            log.warning("mqtt %s - maximum connections (%d) exceeded", self.tag, self.server.settings.max_connections)
+            self.closed = True
+            self.outbound.close()
+            transport.abort()
+            return
         self._last_in = self.loop.time()
         self.listener.connections.add(self)
         self.counters.total_connections += 1
@@ -235,6 +244,7 @@ class MQTTConnection(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         self.listener.connections.discard(self)
+        self.server.release_connection()
         self.outbound.close()
         log.debug("mqtt %s - closed: %s", self.tag, reason)
         session = self.session
@@ -336,17 +346,18 @@ class MQTTConnection(asyncio.Protocol):
         return False
 
     def _authenticate(self, c: P.Connect) -> Any:
+        options: dict[str, Any] = {}
+        if c.username is not None:
+            options["user"] = c.username
+        if c.password is not None:
+            options["pass"] = c.password.decode("utf-8", errors="replace")
+        self.credentials = options
         auth: Any = self.server.authenticator  # edge.security.auth.Authenticator (bind_port_user too)
         if auth is None:
             return True
         mqtt_user = self.listener.settings.no_auth_user
         if c.username is None and c.password is None and mqtt_user is not None:
             return auth.bind_port_user(self, mqtt_user)  # that user's permissions, no password
-        options: dict[str, Any] = {}
-        if c.username is not None:
-            options["user"] = c.username
-        if c.password is not None:
-            options["pass"] = c.password.decode("utf-8", errors="replace")
         # The broker's CONNECT check (counts failures, per-address backoff); this connection has the
         # attributes it reads and sets (host, port, cid, user, permissions).
         return self.server.authenticate(cast("Any", self), options, may_defer=True)

@@ -112,6 +112,35 @@ class MQTTListener:
                 session.stalled = True  # cleared by any ack before the next tick
         self._redeliver = self.server.loop.call_later(self.settings.ack_wait, self._redeliver_tick)
 
+    # -- a reloaded [authorization] --------------------------------------------------------------
+
+    def reload_authorization(self) -> tuple[int, int]:
+        """Recheck the connected MQTT clients against the server's new authenticator (after
+        edge.core.server.Server.reload_authorization, which does the same for NATS clients, as
+        nats-server's reloadAuthorization does for all of its clients): one whose CONNECT credentials no
+        longer pass is closed, without its will (the authority to publish it is what was revoked); one
+        that passes gets its user's new permissions, and the session's subscriptions those deny are
+        removed. Returns (clients closed, subscriptions removed)."""
+        auth: Any = self.server.authenticator
+        closed = removed = 0
+        for conn in list(self.connections):
+            session = conn.session
+            if conn.closed or not conn.connected or session is None:
+                continue  # before CONNECT: it meets the new rules when it sends one
+            if auth is None:
+                conn.permissions = None
+            elif not auth.recheck(conn, conn.credentials):
+                log.warning("mqtt %s - authorization revoked by a configuration reload", conn.tag)
+                conn.close("authorization revoked", will=False)
+                closed += 1
+                continue
+            session.permissions = conn.permissions
+            for f in session.drop_denied_subscriptions():
+                log.warning("mqtt %s - subscription to %r removed: the reloaded permissions deny it", conn.tag,
+                            f.decode(errors="replace"))
+                removed += 1
+        return closed, removed
+
     # -- the outbox -----------------------------------------------------------------------------
 
     def covered(self, subject: bytes) -> bool:

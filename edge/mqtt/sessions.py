@@ -119,6 +119,18 @@ class Session:
             self.manager.journal.session(self.state)
         return True
 
+    def drop_denied_subscriptions(self) -> list[bytes]:
+        """After the permissions changed (a reload): remove the subscriptions they no longer allow, as
+        the SUBSCRIBE check would refuse them now; returns their filters. MQTT has no way to tell the
+        client; the caller logs them."""
+        perms = self.permissions
+        if perms is None:
+            return []
+        denied = [f for f in self.subs if not perms.can_subscribe(filter_subjects(f)[0], None)]
+        for f in denied:
+            self.unsubscribe(f)
+        return denied
+
     def _callback(self, granted: int, no_dollar: bool) -> Callable[[Message], None]:
         def on_message(msg: Message) -> None:
             subject = msg.subject

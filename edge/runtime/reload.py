@@ -54,6 +54,9 @@ def apply_settings(broker: Broker, new: Settings) -> list[str]:
         return ignored
     if new.authorization != old.authorization or new.sections.get("auth_backoff") != old.sections.get("auth_backoff"):
         closed, removed = server.reload_authorization(new, build_authenticator(new))
+        if broker.mqtt is not None:  # MQTT clients are rechecked the same way
+            mqtt_closed, mqtt_removed = broker.mqtt.reload_authorization()
+            closed, removed = closed + mqtt_closed, removed + mqtt_removed
         if closed or removed:
             log.info("Authorization reloaded: %d client(s) closed, %d subscription(s) removed", closed, removed)
     server.apply_settings(new)

@@ -20,6 +20,7 @@ import pytest
 from edge.protocol import mqtt as P
 from tests.support.guarded_broker import MARK
 from tests.support.mqtt import Paho, RawMQTT, paho_client
+from tests.support.natsclient import flush
 from tests.support.processes import GUARD_ENV, ServerProcess, free_port, start_nats_edge, wait_for
 from tests.support.waiting import async_wait_for
 
@@ -415,6 +416,93 @@ async def test_users_and_permissions_are_the_brokers(tmp_path: Path, clients: li
             assert (got.topic, got.payload) == ("cmd/lamp", b"on")
         finally:
             await nc.close()
+    finally:
+        edge.stop()
+
+
+async def test_max_connections_counts_mqtt_and_nats_clients_alike(tmp_path: Path, clients: list[Paho]) -> None:
+    """One max_connections for both protocols, as nats-server counts its MQTT clients: at the limit an
+    MQTT connection is closed at once (no CONNACK: MQTT has none before a CONNECT) and a NATS client
+    gets nats-server's -ERR; a freed slot takes the next client of either kind."""
+    edge = Edge(tmp_path, "max_connections = 2")
+    try:
+        _connect(clients, edge.mqtt_port, "m1")
+        nc = await nats.connect(edge.url)
+        try:
+            refused = RawMQTT(edge.mqtt_port)
+            try:
+                assert refused.closed_by_server()
+            finally:
+                refused.close()
+            with socket.create_connection(("127.0.0.1", edge.proc.port if edge.proc else 0), timeout=5) as s:
+                s.settimeout(5)
+                data = b""
+                while b"-ERR" not in data or not data.endswith(b"\r\n"):
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                assert data.split(b"\r\n")[1] == b"-ERR 'maximum connections exceeded'", data
+            varz = _varz(edge)
+            assert varz["connections"] == 2 and varz["max_connections"] == 2
+            clients.pop().close()  # the MQTT client leaves: its slot is free again
+            await async_wait_for(lambda: _varz(edge)["connections"] == 1, 5, "the MQTT slot to be released")
+            again = _connect(clients, edge.mqtt_port, "m2")
+            assert await asyncio.to_thread(again.subscribe, "x/#", 0) == [0]
+        finally:
+            await nc.close()
+        assert "mqtt 127.0.0.1:" in edge.log() and "maximum connections (2) exceeded" in edge.log()
+    finally:
+        edge.stop()
+
+
+RELOADED_AUTH = """
+[authorization]
+users = [
+  {user = "dev", password = "pw", permissions = {publish = ["sensors.>"], subscribe = ["cmd.lamp.>"]}},
+  {user = "ops", password = "ops"},
+]
+"""
+
+
+async def test_a_reload_rechecks_connected_mqtt_clients(tmp_path: Path, clients: list[Paho]) -> None:
+    """SIGHUP with a user removed and another's permissions narrowed: the removed user's MQTT client is
+    closed without its will, the other stays connected and loses exactly the subscription now denied
+    (as NATS clients do on a reload, and nats-server's reloadAuthorization does for all clients)."""
+    edge = Edge(tmp_path, AUTH)
+    try:
+        dev = _connect(clients, edge.mqtt_port, "dev1", username="dev", password="pw")
+        anon = _connect(clients, edge.mqtt_port, "anon1", username="anon", password="x",
+                        will=("anon/will", b"gone", 0, False))
+        assert await asyncio.to_thread(dev.subscribe, "cmd/#", 0) == [0]
+        assert await asyncio.to_thread(dev.subscribe, "cmd/lamp/#", 0) == [0]
+        nc = await nats.connect(edge.url, user="ops", password="ops")
+        try:
+            wills = await nc.subscribe("anon.>")
+            await flush(nc)
+            assert edge.proc is not None
+            edge.conf.write_text(edge.conf.read_text().replace(AUTH, RELOADED_AUTH))
+            edge.proc.proc.send_signal(signal.SIGHUP)
+            await async_wait_for(lambda: "Authorization reloaded: 1 client(s) closed, 1 subscription(s) removed"
+                                 in edge.log(), 10, "the reload to recheck the MQTT clients")
+            assert await asyncio.to_thread(anon.disconnected.wait, 5)
+            assert "removed: the reloaded permissions deny it" in edge.log()
+            # cmd/# is gone, cmd/lamp/# stays. In order on one connection: cmd.fan (would come first
+            # through cmd/#) is not delivered, cmd.lamp.1 is, once (a copy via cmd/# would precede cmd.lamp.2).
+            await nc.publish("cmd.fan", b"no")
+            await nc.publish("cmd.lamp.1", b"yes")
+            await nc.publish("cmd.lamp.2", b"end")
+            await nc.publish("anon.end", b"end")
+            await flush(nc)
+            got = [await asyncio.to_thread(dev.get) for _ in range(2)]
+            assert [(m.topic, m.payload) for m in got] == [("cmd/lamp/1", b"yes"), ("cmd/lamp/2", b"end")]
+            first = await wills.next_msg(timeout=5)  # the revoked client's will would have come first
+            assert (first.subject, first.data) == ("anon.end", b"end")
+            assert not dev.disconnected.is_set()
+        finally:
+            await nc.close()
+        # The removed user cannot come back; the remaining one can.
+        paho_client(edge.mqtt_port, "anon2", username="anon", password="x", expect_rc=P.REFUSED_NOT_AUTHORIZED)
     finally:
         edge.stop()
 
