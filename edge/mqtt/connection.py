@@ -90,7 +90,7 @@ class MQTTConnection(asyncio.Protocol):
             log.warning("mqtt %s - maximum connections (%d) exceeded", self.tag, self.server.settings.max_connections)
             self.closed = True
             self.outbound.close()
-            transport.abort()
+            transport.close()
             return
         self._last_in = self.loop.time()
         self.listener.connections.add(self)
