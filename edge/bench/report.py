@@ -182,9 +182,24 @@ def _grid(rows: Iterable[Sequence[str]]) -> list[str]:
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
+def _fmt_ratio(x: float) -> str:
+    return f"{x:.3f}" if x < 1 else f"{x:.2f}"
+
+
+def _ratio_spread(a: Result, b: Result) -> str:
+    """With --repeat: the range of the per-run ratios (run i of each target was measured back to back),
+    ``" [0.65-0.92]"``; empty for a single run."""
+    ra, rb = a.extra.get("runs"), b.extra.get("runs")
+    if not ra or not rb or len(ra) != len(rb) or len(ra) < 2 or not all(ra) or None in rb:
+        return ""
+    ratios = [y / x for x, y in zip(ra, rb, strict=True)]
+    return f" [{_fmt_ratio(min(ratios))}-{_fmt_ratio(max(ratios))}]"
+
+
 def render_table(results: Sequence[Result], targets: Sequence[str], checks: Sequence[GoalCheck]) -> list[str]:
     """The results table: one line per (row, size), one column per target; with two targets the ratio
-    of the second (nats-edge) to the first (nats-server). CPU is broker µs per message."""
+    of the second (nats-edge) to the first (nats-server), medians, and with --repeat the range of the
+    per-run ratios in brackets. CPU is broker µs per message."""
     keys: list[tuple[str, int | None]] = []
     for r in results:
         if r.key not in keys:
@@ -205,8 +220,7 @@ def render_table(results: Sequence[Result], targets: Sequence[str], checks: Sequ
             a, b = rs
             ratio = "-"
             if a and b and a.value and b.value is not None and not a.error and not b.error:
-                x = b.value / a.value
-                ratio = f"{x:.3f}" if x < 1 else f"{x:.2f}"
+                ratio = _fmt_ratio(b.value / a.value) + _ratio_spread(a, b)
             cells.append(ratio)
         cells.append(" / ".join(_cpu(r) for r in rs))
         check = goal_by.get(key)

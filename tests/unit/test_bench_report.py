@@ -77,6 +77,13 @@ def test_table_shows_both_targets_ratio_and_verdicts() -> None:
     assert "0.200" in lines[1] and "MISSED" in lines[1] and "ok/FAIL" in lines[1]
 
 
+def test_repeated_runs_show_the_range_of_per_run_ratios() -> None:
+    server, edge = rate("nats-server", "pub", 16, 4e6), rate("nats-edge", "pub", 16, 2e6)
+    server.extra["runs"], edge.extra["runs"] = [4e6, 5e6, 3e6], [2e6, 2e6, 2.7e6]
+    lines = report.render_table([server, edge], ["nats-server", "nats-edge"], [])
+    assert "0.500 [0.400-0.900]" in lines[1], lines
+
+
 def test_median_result_never_hides_a_failure() -> None:
     runs = [rate("e", "pub", 16, v) for v in (3.0, 1.0, 2.0)]
     assert cli._median_result(runs).value == 2.0
