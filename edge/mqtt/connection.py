@@ -22,14 +22,17 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from edge.core.outbound import OutboundBuffer
 from edge.protocol import mqtt as P
+from edge.protocol import mqtt_trace
 from edge.protocol.mqtt_topics import TopicError, filter_subjects, is_valid_filter, topic_to_subject
 from edge.protocol.subjects import is_valid_literal_subject, is_valid_subject
+from edge.protocol.trace import go_quote
 
 if TYPE_CHECKING:
     from edge.mqtt.listener import MQTTListener
     from edge.mqtt.sessions import Session
 
 log = logging.getLogger("edge.mqtt")
+trace_log = logging.getLogger("edge.trace")  # -V, as the NATS client connection's (edge.core.client)
 
 ACK_PREFIX: Final = b"$MQTT.sfack."
 # PUBLISH topic -> NATS subject conversions the listener remembers (topics up to P.TOPIC_CACHE_LEN bytes).
@@ -116,10 +119,13 @@ class MQTTConnection(asyncio.Protocol):
         self._handle_all(packets)
 
     def _handle_all(self, packets: list[P.Packet]) -> None:
+        trace = self.server.settings.trace  # -V: nats-server's MQTT trace lines (edge.protocol.mqtt_trace)
         try:
             for i, p in enumerate(packets):
                 if self.closed:
                     return
+                if trace:
+                    self._trace_in(p)
                 if type(p) is P.Publish and self.connected:  # the hot paths: no dispatch
                     self._on_publish(p)
                 elif type(p) is P.Ack and self.connected:
@@ -173,13 +179,29 @@ class MQTTConnection(asyncio.Protocol):
 
     @property
     def tag(self) -> str:
-        return f"{self.host}:{self.port} - mid:{self.cid}" + (f' - "{self.client_id}"' if self.client_id else "")
+        """nats-server's MQTT client tag: ``host:port - mid:N - "client id"`` (the id as Go's %q)."""
+        return self._tag_for(self.client_id)
+
+    def _tag_for(self, client_id: str) -> str:
+        base = f"{self.host}:{self.port} - mid:{self.cid}"
+        return f"{base} - {go_quote(client_id.encode())}" if client_id else base
+
+    def _trace_in(self, p: P.Packet) -> None:
+        # nats-server names the client by the CONNECT's id on the CONNECT's own line already.
+        tag = self._tag_for(p.client_id) if type(p) is P.Connect else self.tag
+        trace_log.debug("%s - <<- [%s]", tag, mqtt_trace.inbound(p))
+        if type(p) is P.Publish:
+            trace_log.debug("%s - <<- %s", tag, mqtt_trace.payload(p.payload))
 
     def send(self, data: bytes) -> None:
         """Queue a packet that answers one the client sent (CONNACK, PUBACK, SUBACK, ...)."""
+        if self.server.settings.trace:
+            trace_log.debug("%s - ->> [%s]", self.tag, mqtt_trace.outbound(data))
         self.outbound.append(data)
 
     def send_publish(self, topic: bytes, payload: bytes, qos: int, retain: bool, dup: bool, pid: int) -> None:
+        if self.server.settings.trace:
+            trace_log.debug("%s - ->> [%s]", self.tag, mqtt_trace.publish(topic, len(payload), qos, retain, dup, pid))
         if self.outbound.add_msg(P.encode_publish(topic, payload, qos, retain=retain, dup=dup, packet_id=pid),
                                  len(payload)):
             self.counters.msgs_out += 1

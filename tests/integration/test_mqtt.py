@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import signal
 import socket
@@ -579,6 +580,75 @@ def _listening(port: int) -> bool:
     return True
 
 
+# -- -V: the trace reads as nats-server's -------------------------------------------------------
+
+
+def _traced_session(port: int) -> None:
+    """One client's whole life, each step waited for: every packet type a client sends or is sent."""
+    c = RawMQTT(port)
+    try:
+        assert c.connect("c1", keepalive=30, will=P.Will(b"w/x.y", b"bye", 1, True), username="u",
+                         password=b"p").return_code == 0
+        c.send(P.encode_subscribe(7, [(b"a/#", 1), (b"b/+/c", 0)]))
+        assert c.read() == P.SubAck(7, (1, 0))
+        c.send(P.encode_publish(b"a/b", b'say "hi"\n', 1, packet_id=9))
+        got = {type(c.read()), type(c.read())}
+        assert got == {P.Publish, P.Ack}  # its own message back, and the PUBACK (in either order)
+        c.send(P.encode_publish(b"q/r", b"x", 0))
+        c.send(bytes([P.PINGREQ << 4, 0]))
+        assert c.read() == P.Simple(P.PINGRESP)
+        c.send(P.encode_unsubscribe(8, [b"b/+/c"]))
+        assert c.read() == P.Ack(P.UNSUBACK, 8)
+        c.send(bytes([P.DISCONNECT << 4, 0]))
+        assert c.closed_by_server()
+    finally:
+        c.close()
+
+
+def _trace_lines(log: str) -> list[str]:
+    """The client's trace lines without timestamp, pid, address and cid: ``"c1" - <<- [...]``."""
+    out = []
+    for line in log.splitlines():
+        m = re.search(r'\[TRC\] 127\.0\.0\.1:\d+ - mid:\d+ - ("c1" - (?:<<-|->>) .*)$', line)
+        if m:
+            out.append(m.group(1))
+    return out
+
+
+def test_trace_reads_as_nats_servers(tmp_path: Path) -> None:
+    """The same client session against nats-server 2.15 (with MQTT, which needs JetStream) and nats-edge,
+    both with -V: what the client sent (<<-) is traced line for line the same, in the same order, and
+    what it was sent (->>) the same lines (nats-server orders its PUBACK and the delivery either way).
+    nats-server's internal <-> [DELSUB ...] lines have no counterpart here."""
+    from tests.support.processes import start_nats_server
+
+    ns_port = free_port()
+    (tmp_path / "ns").mkdir()
+    ns = start_nats_server(tmp_path / "ns", "-V", config=(
+        f'server_name: "s1"\njetstream {{ store_dir: "{tmp_path / "ns" / "js"}" }}\nmqtt {{ port: {ns_port} }}\n'))
+    try:
+        wait_for(lambda: _listening(ns_port), 20, "nats-server's MQTT port")
+        _traced_session(ns_port)
+        wait_for(lambda: '"c1" - <<- [DISCONNECT]' in ns.log(), 10, "nats-server's DISCONNECT trace")
+        theirs = _trace_lines(ns.log())
+    finally:
+        ns.stop()
+    (tmp_path / "edge").mkdir()
+    edge = Edge(tmp_path / "edge", "trace = true")
+    try:
+        _traced_session(edge.mqtt_port)
+        wait_for(lambda: '"c1" - <<- [DISCONNECT]' in edge.log(), 10, "nats-edge's DISCONNECT trace")
+        ours = _trace_lines(edge.log())
+    finally:
+        edge.stop()
+    assert [ln for ln in ours if "<<-" in ln] == [ln for ln in theirs if "<<-" in ln]
+    assert sorted(ln for ln in ours if "->>" in ln) == sorted(ln for ln in theirs if "->>" in ln)
+    assert ours[0] == '"c1" - <<- [CONNECT clientID=c1 keepAlive=45s will=(topic=w/x.y QoS=1 retain=true) clean ' \
+                      'username=u password=****]'
+    assert ours[ours.index('"c1" - <<- [PUBLISH a/b dup=false QoS=1 retain=false size=9 pi=9]') + 1] == \
+        r'"c1" - <<- MSG_PAYLOAD: ["say \"hi\"\n"]'  # the payload as Go's %q
+
+
 # -- the outbox: QoS 1/2 acknowledged once durable ------------------------------------------------
 
 
@@ -794,7 +864,7 @@ async def test_qos1_into_the_outbox_across_a_hub_outage_reaches_the_hub_in_order
                 await asyncio.to_thread(device.publish, "telemetry/meter/kwh", b"%d" % i, 1)
         finally:
             device.close()
-        m = rig.metrics()
+        m = await rig.metrics()
         assert (m["appended"], m["depth_msgs"], m["confirmed"]) == (n, n, 0)
 
         # The gateway is kept out until the new hub has its subscriber (nothing would be there to see it).
@@ -803,10 +873,10 @@ async def test_qos1_into_the_outbox_across_a_hub_outage_reaches_the_hub_in_order
         got = await hub_collector(await rig.connect(hub))
         rig.proxy.restore()
         await async_wait_for(lambda: len(got) >= n, 30, "the stored messages at the hub", interval=0.02)
-        await async_wait_for(lambda: rig.metrics().get("depth_msgs") == 0, 20, "everything confirmed", interval=0.02)
+        await async_wait_for(lambda: rig.metric_is("depth_msgs", 0), 20, "everything confirmed", interval=0.02)
         assert [(msg.subject, msg.data) for msg in got] == [("telemetry.meter.kwh", b"%d" % i) for i in range(n)]
         assert all((msg.headers or {}).get("Nmqtt-Pub") == "1" for msg in got)
-        assert rig.metrics()["confirmed"] == n
+        assert (await rig.metrics())["confirmed"] == n
     finally:
         await rig.close()
 
