@@ -94,8 +94,10 @@ async def deliver_and_check(rig: Rig, at_hub: list[Any], expected: list[bytes]) 
     """Restore the link; the hub gets exactly ``expected``, in order, and the outbox drains to empty."""
     assert rig.proxy is not None and rig.hub is not None
     rig.proxy.restore()
-    await async_wait_for(lambda: rig.metrics().get("depth_msgs") == 0 and len(at_hub) >= len(expected), 30,
-                         "the outbox drained to the hub", interval=0.02)
+    async def drained() -> bool:
+        return len(at_hub) >= len(expected) and await rig.metric_is("depth_msgs", 0)
+
+    await async_wait_for(drained, 30, "the outbox drained to the hub", interval=0.02)
     await rig.clients[0].flush()  # the hub-side subscriber: everything the hub confirmed has arrived
     assert len(at_hub) == len(expected)
     assert [m.data for m in at_hub] == expected
@@ -125,7 +127,7 @@ async def test_reject_new_answers_every_publisher_and_stores_no_rejected_record(
     assert [s for s, _ in accepted] == sorted(s for s, _ in accepted)
     # While the disk is full, a publish is refused at once, without touching the disk.
     assert json.loads((await pub.request(SUBJECT, payload(999), timeout=5)).data) == ENOSPC_REPLY
-    m = rig.metrics()
+    m = await rig.metrics()
     assert (m["disk_full"], m["rejected_disk_full"], m["rejected"]) == (1, len(errors) + 1, len(errors) + 1)
     assert m["publisher_errors"] == len(errors) + 1 and m["publisher_acks"] == 20 + len(accepted)
     assert m["depth_msgs"] == 20 + len(accepted) and m["dropped"] == 0
@@ -142,7 +144,7 @@ async def test_reject_new_answers_every_publisher_and_stores_no_rejected_record(
     after = await requests(pub, range(1000, 1020))
     assert all("seq" in r for r in after), after
     assert min(r["seq"] for r in after) > max([20] + [s for s, _ in accepted])
-    m = rig.metrics()
+    m = await rig.metrics()
     assert (m["disk_full"], m["rejected"]) == (0, len(errors) + 1)
     assert http(rig, "/varz")[1]["outbox"]["disk_full"] is False
 
@@ -161,7 +163,7 @@ async def test_drop_oldest_makes_room_by_dropping_the_oldest_segments(fs_rig: Ri
     filler = fill_disk(rig.outbox.parent, leave=16 * 1024)
     new = await requests(pub, range(1000, 1200))  # the disk is full: the oldest segments make room
     assert all("seq" in r for r in new), [r for r in new if "seq" not in r][:3]
-    m = rig.metrics()
+    m = await rig.metrics()
     assert m["disk_full"] == 0 and m["rejected"] == 0 and m["dropped_disk_full"] > 0
     assert m["dropped"] == m["dropped_disk_full"] and m["depth_msgs"] == 500 - m["dropped_disk_full"]
     assert http(rig, "/healthz") == (200, {"status": "ok"})

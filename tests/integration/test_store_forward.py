@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import nats
@@ -107,7 +107,14 @@ class Rig:
         self.clients.append(nc)
         return nc
 
-    def metrics(self) -> dict[str, float]:
+    async def metrics(self) -> dict[str, float]:
+        """The outbox's /metrics gauges (read in a thread: the test's loop keeps running its clients)."""
+        return await asyncio.to_thread(self._read_metrics)
+
+    async def metric_is(self, name: str, value: float) -> bool:
+        return (await self.metrics()).get(name) == value
+
+    def _read_metrics(self) -> dict[str, float]:
         assert self.edge is not None
         with urllib.request.urlopen(self.edge.url_of("monitoring") + "/metrics", timeout=5) as resp:
             text = resp.read().decode()
@@ -191,8 +198,8 @@ async def test_cut_link_20000_then_restore_pong(rig: Rig) -> None:
     assert [int(m.data) for m in at_hub] == list(range(N_CUT))
     assert [m.subject for m in at_hub[:7]] == [f"telemetry.gw1.s{i}" for i in range(7)]
     assert [msg_id(m) for m in at_hub[:2]] == ["gw1-1", "gw1-2"]
-    await async_wait_for(lambda: rig.metrics().get("depth_msgs") == 0, 20, "everything confirmed", interval=0.02)
-    m = rig.metrics()
+    await async_wait_for(lambda: rig.metric_is("depth_msgs", 0), 20, "everything confirmed", interval=0.02)
+    m = await rig.metrics()
     assert m["appended"] == N_CUT and m["confirmed"] == N_CUT and m["dropped"] == 0
 
 
@@ -222,18 +229,18 @@ async def test_jetstream_mode_exactly_once_in_stream(rig: Rig) -> None:
     await wait_leaf(rig.hub, up=False)
     rig.proxy.restore()
     await async_wait_for(lambda: _ge(stream_msgs, N_CUT), 60, "the whole backlog in the stream", interval=0.05)
-    await async_wait_for(lambda: rig.metrics().get("depth_msgs") == 0, 30, "everything confirmed by PubAck",
+    await async_wait_for(lambda: rig.metric_is("depth_msgs", 0), 30, "everything confirmed by PubAck",
                          interval=0.02)
     assert await stream_msgs() == N_CUT
     first = await js.get_msg("EDGE", 1)
     last = await js.get_msg("EDGE", N_CUT)
     assert (first.data, last.data) == (b"0", b"%d" % (N_CUT - 1))
     assert first.headers is not None and first.headers["Nats-Msg-Id"] == "gw1-1"
-    m = rig.metrics()
+    m = await rig.metrics()
     assert m["confirmed"] == N_CUT and m["puback_errors"] == 0
 
 
-async def _ge(fn, n: int) -> bool:  # type: ignore[no-untyped-def]
+async def _ge(fn: Callable[[], Awaitable[int]], n: int) -> bool:
     return await fn() >= n
 
 
@@ -249,7 +256,7 @@ async def test_publisher_ack_and_reject_new(rig: Rig) -> None:
     # Not covered: a plain request still gets no responders (the hook takes only covered subjects).
     with pytest.raises(nats.errors.NoRespondersError):
         await pub.request("other.x", b"", timeout=5)
-    m = rig.metrics()
+    m = await rig.metrics()
     assert m["rejected"] == 2 and m["depth_msgs"] == 5 and m["publisher_acks"] == 5
     hub_nc = await rig.connect(rig.hub)
     at_hub = await hub_collector(hub_nc)
@@ -268,8 +275,8 @@ async def test_drop_oldest_keeps_newest(rig: Rig) -> None:
     for i in range(300):
         await pub.publish("telemetry.gw1.x", b"%d" % i)
     await flush(pub)
-    await async_wait_for(lambda: rig.metrics().get("appended") == 300, 10, "appended", interval=0.02)
-    m = rig.metrics()
+    await async_wait_for(lambda: rig.metric_is("appended", 300), 10, "appended", interval=0.02)
+    m = await rig.metrics()
     assert m["depth_msgs"] == 100 and m["dropped_full"] == 200
     hub_nc = await rig.connect(rig.hub)
     at_hub = await hub_collector(hub_nc)
@@ -331,13 +338,13 @@ async def test_blackholed_link_detected_by_keepalive_and_recovered(rig: Rig) -> 
     await flush(pub)
     # The gateway's keepalive gives up (no PONG), closes its side; the proxy passes the close on.
     await wait_leaf(rig.hub, up=False, timeout=15)
-    assert rig.metrics()["depth_msgs"] == 500  # nothing confirmed into the black hole
+    assert (await rig.metrics())["depth_msgs"] == 500  # nothing confirmed into the black hole
     rig.proxy.restore()
     await async_wait_for(lambda: len({msg_id(m) for m in at_hub}) == 500, 30, "all 500 at the hub after recovery",
                          interval=0.02)
     firsts = list(dict.fromkeys(int(m.data) for m in at_hub))
     assert firsts == list(range(500))
-    await async_wait_for(lambda: rig.metrics().get("depth_msgs") == 0, 20, "confirmed", interval=0.02)
+    await async_wait_for(lambda: rig.metric_is("depth_msgs", 0), 20, "confirmed", interval=0.02)
 
 
 async def test_corrupt_last_segment_broker_starts_and_forwards_the_rest(rig: Rig) -> None:
@@ -362,7 +369,7 @@ async def test_corrupt_last_segment_broker_starts_and_forwards_the_rest(rig: Rig
     await async_wait_for(lambda: len(at_hub) >= before.pending, 30, "the valid prefix at the hub", interval=0.02)
     assert [int(m.data) for m in at_hub] == list(range(before.pending))
     assert "recovery: dropped" in edge.log()
-    assert rig.metrics()["dropped_corrupt"] >= 1
+    assert (await rig.metrics())["dropped_corrupt"] >= 1
 
 
 async def test_live_traffic_flows_during_long_replay(rig: Rig) -> None:
@@ -384,7 +391,7 @@ async def test_live_traffic_flows_during_long_replay(rig: Rig) -> None:
     for i in range(backlog):
         await pub.publish("telemetry.gw1.r", b"%d" % i)
     await flush(pub)
-    await async_wait_for(lambda: rig.metrics().get("appended") == backlog, 20, "appended", interval=0.02)
+    await async_wait_for(lambda: rig.metric_is("appended", backlog), 20, "appended", interval=0.02)
     rig.proxy.restore()
     await async_wait_for(lambda: len(at_hub) > 1000, 30, "replay started", interval=0.02)
     for k in range(10):  # live (uncovered) messages go straight up while the replay is paced
@@ -406,7 +413,7 @@ async def _cut_and_store(rig: Rig, n: int, subject: str = "telemetry.gw1.h") -> 
     for i in range(n):
         await pub.publish(subject, b"%d" % i)
     await flush(pub)
-    await async_wait_for(lambda: rig.metrics().get("appended") == n, 20, f"{n} records appended", interval=0.02)
+    await async_wait_for(lambda: rig.metric_is("appended", n), 20, f"{n} records appended", interval=0.02)
     return pub
 
 
@@ -430,7 +437,7 @@ async def test_hub_killed_and_restarted_during_replay_pong(rig: Rig) -> None:
     rig.proxy.restore()
     await async_wait_for(lambda: bool(after) and int(after[-1].data) == N_CUT - 1, 60, "the rest reaches the new hub",
                          interval=0.02)
-    await async_wait_for(lambda: rig.metrics().get("depth_msgs") == 0, 20, "everything confirmed", interval=0.02)
+    await async_wait_for(lambda: rig.metric_is("depth_msgs", 0), 20, "everything confirmed", interval=0.02)
     old = [int(m.data) for m in before]
     new = [int(m.data) for m in after]
     assert 4000 <= len(old) < N_CUT, "the hub died in the middle of the replay"
@@ -443,7 +450,7 @@ async def test_hub_killed_and_restarted_during_replay_pong(rig: Rig) -> None:
           f"(seqs {new[0]}..{len(old) - 1})")
     assert duplicates <= MAX_PONG_BATCHES * batch  # only the unconfirmed window goes again
     assert {msg_id(m) for m in after[:duplicates]} == {f"gw1-{i + 1}" for i in range(new[0], len(old))}
-    m = rig.metrics()
+    m = await rig.metrics()
     assert m["appended"] == N_CUT and m["confirmed"] == N_CUT and m["dropped"] == 0
     assert m["resent"] >= duplicates
 
@@ -468,7 +475,7 @@ async def test_hub_killed_and_restarted_during_replay_jetstream(rig: Rig) -> Non
     js2 = (await rig.connect(hub)).jetstream()
     await async_wait_for(lambda: _ge(lambda: stream_msgs(js2), N_CUT), 60, "the backlog in the new stream",
                          interval=0.05)
-    await async_wait_for(lambda: rig.metrics().get("depth_msgs") == 0, 30, "everything confirmed by PubAck",
+    await async_wait_for(lambda: rig.metric_is("depth_msgs", 0), 30, "everything confirmed by PubAck",
                          interval=0.02)
     info = await js2.stream_info("EDGE")
     assert (info.state.messages, info.state.first_seq, info.state.last_seq) == (N_CUT, 1, N_CUT)
@@ -484,7 +491,7 @@ async def test_hub_killed_and_restarted_during_replay_jetstream(rig: Rig) -> Non
     await sub.unsubscribe()
     assert got == list(range(N_CUT))  # exactly once, in order: the stream dropped the resent copies
     assert ids == {f"gw1-{i}" for i in range(1, N_CUT + 1)}
-    m = rig.metrics()
+    m = await rig.metrics()
     assert m["confirmed"] == N_CUT and m["puback_errors"] == 0
 
 
@@ -496,22 +503,22 @@ async def test_max_age_expires_records_while_the_link_is_cut(rig: Rig) -> None:
     # Expiry is by whole segments (rolled every max_age/16) in the writer's cycle, at least every 5 s.
     rig.start_edge('max_age = "3s"')
     pub = await _cut_and_store(rig, old_n, "telemetry.gw1.old")
-    await async_wait_for(lambda: rig.metrics().get("dropped_age") == old_n, 20, "the old records expire", interval=0.02)
-    m = rig.metrics()
+    await async_wait_for(lambda: rig.metric_is("dropped_age", old_n), 20, "the old records expire", interval=0.02)
+    m = await rig.metrics()
     assert (m["depth_msgs"], m["dropped"], m["confirmed"]) == (0, old_n, 0)
     for i in range(new_n):
         await pub.publish("telemetry.gw1.new", b"%d" % i)
     await flush(pub)
-    await async_wait_for(lambda: rig.metrics().get("appended") == old_n + new_n, 10, "the new records appended",
+    await async_wait_for(lambda: rig.metric_is("appended", old_n + new_n), 10, "the new records appended",
                          interval=0.02)
-    assert rig.metrics()["depth_msgs"] == new_n
+    assert (await rig.metrics())["depth_msgs"] == new_n
     rig.proxy.restore()
-    await async_wait_for(lambda: rig.metrics().get("confirmed") == new_n, 20, "the new records confirmed by the hub",
+    await async_wait_for(lambda: rig.metric_is("confirmed", new_n), 20, "the new records confirmed by the hub",
                          interval=0.02)
     await async_wait_for(lambda: len(at_hub) >= new_n, 10, "the new records at the hub", interval=0.02)
     assert [(m.subject, int(m.data)) for m in at_hub] == [("telemetry.gw1.new", i) for i in range(new_n)]
     assert [msg_id(m) for m in at_hub[:1]] == [f"gw1-{old_n + 1}"]
-    m = rig.metrics()
+    m = await rig.metrics()
     assert (m["dropped_age"], m["dropped"], m["depth_msgs"], m["dropped_full"]) == (old_n, old_n, 0, 0)
 
 
