@@ -121,6 +121,7 @@ class ClientConnection(asyncio.Protocol):
         self.permissions: Any = None
         self.credentials: dict[str, Any] = _NO_CREDENTIALS  # from CONNECT, only the keys it sent
         self.trace = settings.trace
+        self.tag_identity = ""  # ' - "$G/user:<user>"' once a CONNECT names a user (see on_connect)
         self.slow_path = True
         # Statistics for monitoring (out_msgs/out_bytes: the outbound buffer counts them).
         self.in_msgs = 0
@@ -223,7 +224,7 @@ class ClientConnection(asyncio.Protocol):
     def tag(self) -> str:
         """The prefix nats-server puts on a connection's log lines: ``ip:port - cid:N``."""
         name = f' - "{self.name}"' if self.name else ""
-        return f"{self.host}:{self.port} - cid:{self.cid}{name}"
+        return f"{self.host}:{self.port} - cid:{self.cid}{name}{self.tag_identity}"
 
     @property
     def pending_bytes(self) -> int:
@@ -291,13 +292,22 @@ class ClientConnection(asyncio.Protocol):
             return
         transport = self.transport
         assert transport is not None
-        transport.write(outbound.take())
+        data = outbound.take()
+        if self.trace:
+            self._trace_out(data)
+        transport.write(data)
         outbound.written(transport.get_write_buffer_size())
+
+    def _trace_out(self, data: bytes) -> None:
+        """-V: what is written, as nats-server traces what it queues (MSG + MSG_PAYLOAD, PONG, OK, -ERR)."""
+        from edge.protocol.trace import server_frames
+
+        tag = self.tag
+        for text in server_frames(data):
+            trace_log.debug("%s - ->> %s", tag, text)
 
     def send_err(self, text: str) -> None:
         """A non-fatal -ERR (Invalid Subject, permissions, ...): the connection stays open."""
-        if self.trace:
-            trace_log.debug("%s - ->> [-ERR '%s']", self.tag, text)
         self.outbound.append(encode_err(text))
 
     # -- closing --------------------------------------------------------------------------------
@@ -363,6 +373,9 @@ class ClientConnection(asyncio.Protocol):
         self.server.unregister(self, reason)  # first: the closed-connection record lists the subscriptions
         subs = list(self.subs.values())
         self.subs.clear()
+        if self.trace:
+            for sub in subs:
+                trace_log.debug("%s - <-> [DELSUB %s]", self.tag, sub.sid.decode(errors="replace"))
         self.server.remove_subscriptions(subs)
         self.outbound.close()
 
@@ -397,11 +410,20 @@ class ClientConnection(asyncio.Protocol):
 
     # -- ops (parser handler) -------------------------------------------------------------------
 
-    def on_connect(self, options: dict[str, Any]) -> bool:
-        """Apply a CONNECT. True: it waits for a bcrypt check off the loop, and the parser must hold the
-        input behind it until :meth:`_finish_connect` resumes it; False: done."""
+    def on_connect(self, options: dict[str, Any], raw: bytes = b"") -> bool:
+        """Apply a CONNECT (``raw``: its JSON as sent, for the trace). True: it waits for a bcrypt check
+        off the loop, and the parser must hold the input behind it until :meth:`_finish_connect`
+        resumes it; False: done."""
         if self.trace:
-            trace_log.debug("%s - <<- [CONNECT %s]", self.tag, _redact(options))
+            from edge.protocol.trace import redact_connect
+
+            text = redact_connect(raw or json.dumps(options, separators=(",", ":")).encode())
+            trace_log.debug("%s - <<- [CONNECT %s]", self.tag, text)
+        # nats-server names the client in its log lines by what the CONNECT says: "$G/user:<user>" or
+        # "$G/token" after the name (client.go processConnect), whether or not authorization checks it.
+        user = options.get("user")
+        self.tag_identity = (f' - "$G/user:{user}"' if isinstance(user, str) and user
+                             else ' - "$G/token"' if options.get("auth_token") else "")
         if "account" in options or "new_account" in options:
             raise ProtocolError(E.ERR_AUTH_VIOLATION)
         merged = self.options.merged(options)  # validates before authenticating, as nats-server
@@ -466,7 +488,7 @@ class ClientConnection(asyncio.Protocol):
         self.in_msgs += 1
         self.in_bytes += len(data)
         slow = self.slow_path or subject[0] in RESERVED_FIRST or (reply is not None and reply[0] in RESERVED_FIRST)
-        if slow and not self._pub_checks(b"HPUB", subject, reply, data):
+        if slow and not self._pub_checks(b"HPUB", subject, reply, data, header_len):
             return
         if self.router.route(self, subject, reply, header_len, data) == 0 and reply and self.options.no_responders:
             self._send_no_responders(subject, reply)
@@ -476,13 +498,17 @@ class ClientConnection(asyncio.Protocol):
         if self.options.no_responders:
             self._send_no_responders(subject, reply)
 
-    def _pub_checks(self, op: bytes, subject: bytes, reply: bytes | None, data: bytes) -> bool:
+    def _pub_checks(self, op: bytes, subject: bytes, reply: bytes | None, data: bytes, hdr_len: int = -1) -> bool:
         """Checks for the slow path; returns False if the message must not be routed."""
         self._check_authorized()
         if self.trace:
-            r = b" " + reply if reply else b""
-            trace_log.debug("%s - <<- [%s %s%s %d]", self.tag, op.decode(), subject.decode(errors="replace"),
-                      r.decode(errors="replace"), len(data))
+            from edge.protocol.trace import go_quote
+
+            r = " " + reply.decode(errors="replace") if reply else ""
+            h = f" {hdr_len}" if hdr_len >= 0 else ""
+            trace_log.debug("%s - <<- [%s %s%s%s %d]", self.tag, op.decode(), subject.decode(errors="replace"), r, h,
+                            len(data))
+            trace_log.debug("%s - <<- MSG_PAYLOAD: [%s]", self.tag, go_quote(data))
         if self.options.pedantic and not is_valid_literal_subject(subject):
             # Pedantic clients get told, but the message is still processed (nats-server does so).
             self.send_err(E.ERR_INVALID_PUBLISH_SUBJECT)
@@ -561,6 +587,8 @@ class ClientConnection(asyncio.Protocol):
     def remove_subscription(self, sub: Subscription) -> None:
         if self.subs.get(sub.sid) is sub:
             del self.subs[sub.sid]
+            if self.trace:
+                trace_log.debug("%s - <-> [DELSUB %s]", self.tag, sub.sid.decode(errors="replace"))
             self.server.remove_subscriptions([sub])
 
     def on_ping(self) -> None:
@@ -599,11 +627,6 @@ class ClientConnection(asyncio.Protocol):
 
     def uptime(self) -> float:
         return time.time() - self.start
-
-
-def _redact(options: dict[str, Any]) -> str:
-    shown = {k: ("[REDACTED]" if k in ("pass", "auth_token", "sig", "jwt") else v) for k, v in options.items()}
-    return json.dumps(shown)
 
 
 def constant_time_equal(a: str, b: str) -> bool:

@@ -226,7 +226,7 @@ class LeafLink(asyncio.Protocol):
             if self.state == "connect":
                 self.go_up()
 
-    def on_connect(self, options: dict[str, Any]) -> bool:
+    def on_connect(self, options: dict[str, Any], raw: bytes = b"") -> bool:
         self.close("the hub sent CONNECT", err=ERR_UNKNOWN_OP)
         return False
 

@@ -68,10 +68,11 @@ class _Sink:
     def on_lhmsg(self, subject: bytes, reply: bytes | None, queues: list[bytes], header_len: int, data: bytes) -> None:
         self._payload(data, header_len)
 
-    def on_connect(self, options: dict[str, Any]) -> None:
+    def on_connect(self, options: dict[str, Any], raw: bytes = b"") -> None:
         assert isinstance(options, dict)
 
-    on_info = on_connect
+    def on_info(self, options: dict[str, Any]) -> None:
+        assert isinstance(options, dict)
 
     def __getattr__(self, name: str) -> Callable[..., None]:
         # on_sub, on_unsub, on_ls_plus, on_ls_minus, on_ping, on_pong, on_ok, on_err

@@ -1,6 +1,6 @@
-"""The -V trace text of MQTT packets (edge.protocol.mqtt_trace) and Go's value formatting behind it
-(edge.protocol.trace): exact strings, as nats-server 2.15 writes them (the side-by-side comparison with
-a real nats-server is tests/integration/test_mqtt.py::test_trace_reads_as_nats_servers)."""
+"""The -V trace text of MQTT packets (edge.protocol.mqtt_trace): exact strings, as nats-server 2.15 writes
+them (the side-by-side comparison with a real nats-server is
+tests/integration/test_mqtt.py::test_trace_reads_as_nats_servers)."""
 
 from __future__ import annotations
 
@@ -8,29 +8,6 @@ import pytest
 
 from edge.protocol import mqtt as P
 from edge.protocol import mqtt_trace as T
-from edge.protocol.trace import go_duration, go_quote
-
-
-@pytest.mark.parametrize(("data", "quoted"), [
-    (b"hello", '"hello"'),
-    (b"", '""'),
-    (b'say "hi"\\', '"say \\"hi\\"\\\\"'),
-    (b"\n\r\t\a\b\f\v", '"\\n\\r\\t\\a\\b\\f\\v"'),
-    (b"\x00\x1f\x7f", '"\\x00\\x1f\\x7f"'),  # ASCII controls: \x
-    (b"\xff\xfe", '"\\xff\\xfe"'),  # invalid UTF-8: \x per byte
-    ("dév €".encode(), '"dév €"'),  # printable UTF-8 as is
-    ("\u200b\u0085".encode(), '"\\u200b\\u0085"'),  # unprintable runes: \u
-    ("\U000e0001".encode(), '"\\U000e0001"'),
-])
-def test_go_quote_is_strconv_quote(data: bytes, quoted: str) -> None:
-    assert go_quote(data) == quoted
-
-
-@pytest.mark.parametrize(("seconds", "text"), [
-    (0, "0s"), (45, "45s"), (7.5, "7.5s"), (90, "1m30s"), (3600, "1h0m0s"), (5430, "1h30m30s"), (0.25, "0.25s"),
-])
-def test_go_duration(seconds: float, text: str) -> None:
-    assert go_duration(seconds) == text
 
 
 @pytest.mark.parametrize(("packet", "text"), [

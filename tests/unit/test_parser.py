@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -18,7 +19,8 @@ class Recorder:
     def __init__(self) -> None:
         self.ops: list[tuple[Any, ...]] = []
 
-    def on_connect(self, o: dict[str, Any]) -> None:
+    def on_connect(self, o: dict[str, Any], raw: bytes = b"") -> None:
+        assert json.loads(raw) == o  # the JSON as sent, for the trace
         self.ops.append(("CONNECT", o))
 
     def on_info(self, o: dict[str, Any]) -> None:
