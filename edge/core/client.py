@@ -502,7 +502,7 @@ class ClientConnection(asyncio.Protocol):
         """Checks for the slow path; returns False if the message must not be routed."""
         self._check_authorized()
         if self.trace:
-            from edge.protocol.trace import go_quote
+            from edge.protocol.gofmt import go_quote
 
             r = " " + reply.decode(errors="replace") if reply else ""
             h = f" {hdr_len}" if hdr_len >= 0 else ""

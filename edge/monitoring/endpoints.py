@@ -22,6 +22,7 @@ from edge.config.settings import Settings
 from edge.core.server import ClosedConnection
 from edge.errors import EdgeError
 from edge.monitoring.providers import DeviceProvider, LeafLinkProvider
+from edge.protocol.gofmt import go_duration
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -29,7 +30,6 @@ __all__ = [
     "QueryError",
     "connz",
     "devicez",
-    "go_duration",
     "healthz",
     "leafz",
     "rfc3339",
@@ -83,35 +83,6 @@ class MonitoredBroker(Protocol):
 def rfc3339(ts: float) -> str:
     """UNIX seconds as nats-server prints times: ``2026-11-26T17:03:07.761977Z`` (UTC)."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def go_duration(seconds: float) -> str:
-    """Go's ``time.Duration.String()`` of ``seconds`` rounded to whole nanoseconds: "0s", "512ns",
-    "640.123µs", "1.5ms", "2.3s", "3m21s", "1h0m5s"."""
-    ns = round(seconds * 1e9)
-    if ns <= 0:
-        return "0s"
-    if ns < 1000:
-        return f"{ns}ns"
-    if ns < 1_000_000:
-        return f"{_fraction(ns, 3)}µs"
-    if ns < 1_000_000_000:
-        return f"{_fraction(ns, 6)}ms"
-    minutes, sec_ns = divmod(ns, 60_000_000_000)
-    hours, minutes = divmod(minutes, 60)
-    s = f"{_fraction(sec_ns, 9)}s"
-    if hours:
-        return f"{hours}h{minutes}m{s}"
-    if minutes:
-        return f"{minutes}m{s}"
-    return s
-
-
-def _fraction(value: int, digits: int) -> str:
-    """``value / 10**digits`` in decimal without trailing zeros (exact: no float formatting)."""
-    whole, frac = divmod(value, 10**digits)
-    tail = str(frac).rjust(digits, "0").rstrip("0")
-    return f"{whole}.{tail}" if tail else str(whole)
 
 
 def _uptime(seconds: float) -> str:

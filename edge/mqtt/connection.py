@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from edge.core.outbound import OutboundBuffer
 from edge.protocol import mqtt as P
 from edge.protocol import mqtt_trace
+from edge.protocol.gofmt import go_quote
 from edge.protocol.mqtt_topics import TopicError, filter_subjects, is_valid_filter, topic_to_subject
 from edge.protocol.subjects import is_valid_literal_subject, is_valid_subject
-from edge.protocol.trace import go_quote
 
 if TYPE_CHECKING:
     from edge.mqtt.listener import MQTTListener

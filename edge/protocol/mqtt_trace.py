@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Final
 
 from edge.protocol import mqtt as P
+from edge.protocol.gofmt import go_duration, go_quote
 from edge.protocol.mqtt_topics import TopicError, filter_subjects
-from edge.protocol.trace import go_duration, go_quote
 
 __all__ = ["inbound", "outbound", "payload", "publish"]
 

@@ -16,16 +16,6 @@ from edge.monitoring import endpoints as ep
 from edge.monitoring.metrics import render_metrics
 
 
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [(0, "0s"), (0.0000005, "500ns"), (0.0015, "1.5ms"), (1.265954e-3, "1.265954ms"), (2.5, "2.5s"),
-     (62, "1m2s"), (3605, "1h0m5s"), (640.1234567e-6, "640.123µs"), (512e-6, "512µs"),
-     (1.000000001, "1.000000001s"), (3600, "1h0m0s")],
-)
-def test_go_duration(seconds: float, text: str) -> None:
-    assert ep.go_duration(seconds) == text
-
-
 def test_rfc3339() -> None:
     assert ep.rfc3339(0) == "1970-01-01T00:00:00.000000Z"
 

@@ -1,12 +1,13 @@
-"""Trace formatting shared by the NATS and MQTT -V traces (edge.protocol.trace): Go's value formatting,
-CONNECT redaction and the server-to-client frames, as exact strings (the side-by-side comparison with a
-real nats-server is tests/integration/test_trace.py)."""
+"""Go's value formatting (edge.protocol.gofmt: monitoring JSON and trace lines) and the NATS -V trace's
+CONNECT redaction and server-to-client frames (edge.protocol.trace), as exact strings (the side-by-side
+comparison with a real nats-server is tests/integration/test_trace.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from edge.protocol.trace import go_duration, go_quote, redact_connect, server_frames
+from edge.protocol.gofmt import go_duration, go_quote
+from edge.protocol.trace import redact_connect, server_frames
 
 
 @pytest.mark.parametrize(("data", "quoted"), [
@@ -25,7 +26,9 @@ def test_go_quote_is_strconv_quote(data: bytes, quoted: str) -> None:
 
 
 @pytest.mark.parametrize(("seconds", "text"), [
-    (0, "0s"), (45, "45s"), (7.5, "7.5s"), (90, "1m30s"), (3600, "1h0m0s"), (5430, "1h30m30s"), (0.25, "0.25s"),
+    (0, "0s"), (0.0000005, "500ns"), (0.0015, "1.5ms"), (1.265954e-3, "1.265954ms"), (2.5, "2.5s"), (7.5, "7.5s"),
+    (45, "45s"), (62, "1m2s"), (90, "1m30s"), (3605, "1h0m5s"), (640.1234567e-6, "640.123µs"), (512e-6, "512µs"),
+    (1.000000001, "1.000000001s"), (3600, "1h0m0s"), (0.25, "250ms"),
 ])
 def test_go_duration(seconds: float, text: str) -> None:
     assert go_duration(seconds) == text
