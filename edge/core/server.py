@@ -83,6 +83,7 @@ class ClosedConnection:
     version: str
     user: str | None
     subs: tuple[str, ...]  # the subjects it was subscribed to when it closed
+    mqtt_client: str = ""  # an MQTT client's id (/connz "type": "mqtt")
 
     @property
     def pending_bytes(self) -> int:  # for /connz's sort=pending, as on open connections
@@ -299,11 +300,17 @@ class Server:
             return
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s - Client connection closed: %s", conn.tag, reason)
+        self.remember_closed(conn, reason)
+
+    def remember_closed(self, conn: Any, reason: str) -> None:
+        """Keep what ``/connz?state=closed`` shows of a closed client connection, NATS or MQTT (any object
+        with a client connection's monitoring fields), in the bounded closed-connections ring."""
         if self.closed_clients.maxlen:
             self.closed_clients.append(ClosedConnection(
                 conn.cid, conn.host, conn.port, conn.start, time.time(), reason, conn.rtt, conn.in_msgs,
                 conn.out_msgs, conn.in_bytes, conn.out_bytes, conn.name, conn.lang, conn.version, conn.user,
                 tuple(s.subject.decode(errors="replace") for s in conn.subs.values()),
+                getattr(conn, "mqtt_client", ""),
             ))
 
     def info_for(self, conn: ClientConnection, *, connect_info: bool = False) -> bytes:

@@ -267,6 +267,8 @@ class MQTTConnection(asyncio.Protocol):
             self._timer = None
         self.listener.connections.discard(self)
         self.server.release_connection()
+        if self.connected:  # in /connz?state=closed as nats-server lists its closed MQTT clients
+            self.server.remember_closed(self, reason)
         self.outbound.close()
         log.debug("mqtt %s - closed: %s", self.tag, reason)
         session = self.session

@@ -444,10 +444,14 @@ async def test_max_connections_counts_mqtt_and_nats_clients_alike(tmp_path: Path
                         break
                     data += chunk
                 assert data.split(b"\r\n")[1] == b"-ERR 'maximum connections exceeded'", data
-            varz = _varz(edge)
+            varz = await asyncio.to_thread(_varz, edge)
             assert varz["connections"] == 2 and varz["max_connections"] == 2
             clients.pop().close()  # the MQTT client leaves: its slot is free again
-            await async_wait_for(lambda: _varz(edge)["connections"] == 1, 5, "the MQTT slot to be released")
+
+            async def one_left() -> bool:
+                return (await asyncio.to_thread(_varz, edge))["connections"] == 1
+
+            await async_wait_for(one_left, 5, "the MQTT slot to be released")
             again = _connect(clients, edge.mqtt_port, "m2")
             assert await asyncio.to_thread(again.subscribe, "x/#", 0) == [0]
         finally:
@@ -696,6 +700,24 @@ def _monitor(edge: Edge, path: str) -> dict[str, Any]:
 
 def _varz(edge: Edge) -> dict[str, Any]:
     return _monitor(edge, "/varz")
+
+
+def test_closed_mqtt_clients_are_in_connz_closed(edge: Edge) -> None:
+    """/connz?state=closed keeps closed MQTT clients beside NATS ones (nats-server lists both), with the
+    reason, the client id and the subscriptions they had."""
+    c = paho_client(edge.mqtt_port, "leaving", clean=False)
+    assert c.subscribe("home/#", 1) == [1]
+    c.close()  # DISCONNECT
+    refused = RawMQTT(edge.mqtt_port)  # never CONNECTed: not a client, not listed
+    refused.close()
+
+    def closed() -> list[dict[str, Any]]:
+        return [e for e in _monitor(edge, "/connz?state=closed&subs=1")["connections"] if e["type"] == "mqtt"]
+
+    entry = wait_for(closed, 5, "the closed MQTT client in /connz")[0]
+    assert (entry["mqtt_client"], entry["reason"], entry["subscriptions_list"]) == (
+        "leaving", "client disconnected", ["home.>", "home"])
+    assert len(closed()) == 1
 
 
 async def test_monitoring_and_the_mqtt_command(edge: Edge, clients: list[Paho]) -> None:
