@@ -17,8 +17,11 @@ with ``code`` one of :data:`CODES`:
 - ``failed``: the device answered with an error, or the adapter failed to deliver the command.
 
 Each command, answered or not (a publish without a reply subject still runs), is published once done
-on ``evt.<gateway>.<adapter>.<device>.command`` as ``{"ts", "action", "args", "ok", "ms", "result"}``
-or ``{..., "ok": false, "code", "error"}``, so a cloud consumer can audit who switched what. Access
+on ``evt.<gateway>.<adapter>.<device>.command`` as ``{"ts", "action", "args", "ok", "ms", "result", "by"}``
+or ``{..., "ok": false, "code", "error", "by"}``, so a cloud consumer can audit who switched what: ``by``
+is the requester (edge.core.internal.source_identity: a NATS client's ``cid``, ``user``, ``name`` and
+``ip``; an MQTT client's ``client_id`` and ``user``; ``{"kind": "leaf", "hub"}`` for a request from the
+cloud; an internal client's ``name``). Access
 to commands is the broker's ordinary subject permissions on ``cmd.>``.
 
 An adapter serves commands with :meth:`edge.adapters.base.AdapterContext.serve_commands` (or, for parts
@@ -40,6 +43,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from edge.core.internal import source_identity
 from edge.errors import EdgeError
 from edge.protocol.subjects import sanitize_token
 
@@ -206,6 +210,9 @@ class CommandService:
         if msg.reply:
             client.publish(msg.reply, _dumps(doc))
         event = {"ts": _ts(), "action": cmd.action, "args": cmd.args, **doc, "ms": round(elapsed * 1000, 1)}
+        by = source_identity(msg.source)
+        if by is not None:
+            event["by"] = by
         subject = self.event_template.format(gateway=self.gateway, adapter=self.adapter,
                                              device=sanitize_token(cmd.device), event="command")
         client.publish(subject.encode(), _dumps(event))

@@ -227,6 +227,13 @@ class ClientConnection(asyncio.Protocol):
         return f"{self.host}:{self.port} - cid:{self.cid}{name}{self.tag_identity}"
 
     @property
+    def identity(self) -> dict[str, Any]:
+        """Who this client is, for audit records of what it publishes (edge.core.internal.source_identity):
+        its cid, authenticated user, CONNECT name and address (the empty ones left out)."""
+        fields = {"kind": "client", "cid": self.cid, "user": self.user, "name": self.name, "ip": self.host}
+        return {k: v for k, v in fields.items() if v}
+
+    @property
     def pending_bytes(self) -> int:
         return self.outbound.size + self._backlog()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edge.core.router import KIND_INTERNAL
 from edge.core.subscription import Subscription
@@ -26,12 +26,22 @@ log = logging.getLogger("edge.internal")
 @dataclass(slots=True)  # not frozen: building a frozen dataclass costs ~2 us more per delivery
 class Message:
     """A message delivered to an internal subscription (one per delivery, the callback's to keep).
-    ``headers`` is the raw header block or b""."""
+    ``headers`` is the raw header block or b""; ``source`` the connection or client that published it
+    (its ``identity`` says who: see :func:`source_identity`), None when not known."""
 
     subject: bytes
     reply: bytes | None
     headers: bytes
     payload: bytes
+    source: Any = None
+
+
+def source_identity(source: Any) -> dict[str, Any] | None:
+    """Who published a message, for an audit record: the publisher's ``identity`` (a NATS client's
+    cid, user, name and address; an MQTT client's id and user; a leaf link's hub; an internal client's
+    name), or None when the source is unknown."""
+    identity = getattr(source, "identity", None)
+    return dict(identity) if isinstance(identity, dict) else None
 
 
 MessageCallback = Callable[[Message], None]
@@ -54,6 +64,12 @@ class InternalClient:
         self._next_sid = 0
         self.in_msgs = 0
         self.out_msgs = 0
+        # Whom this client publishes for, when not itself (an MQTT session: its connection's client).
+        self.on_behalf_of: dict[str, Any] | None = None
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return self.on_behalf_of or {"kind": "internal", "name": self.name}
 
     def publish(
         self, subject: bytes, payload: bytes, *, reply: bytes | None = None, headers: bytes = b""
@@ -89,12 +105,13 @@ class InternalClient:
     def remove_subscription(self, sub: Subscription) -> None:
         self.unsubscribe(sub)
 
-    def deliver(self, sub: Subscription, subject: bytes, reply: bytes | None, hdr_len: int, data: bytes) -> None:
+    def deliver(self, sub: Subscription, subject: bytes, reply: bytes | None, hdr_len: int, data: bytes,
+                src: Any = None) -> None:
         callback = self._callbacks.get(sub.sid)
         if callback is None:
             return
         self.out_msgs += 1
-        msg = Message(subject, reply, data[:hdr_len], data[hdr_len:])
+        msg = Message(subject, reply, data[:hdr_len], data[hdr_len:], src)
         try:
             callback(msg)
         except Exception:

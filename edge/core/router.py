@@ -136,7 +136,7 @@ class Router:
             if c.kind:  # not a client connection: a leaf link, an internal client or a permission filter
                 if not src.echo and src is getattr(c, "owner", None):
                     continue  # a filter (edge.security.permissions) standing in for the publisher itself
-                c.deliver(sub, subject, reply, hdr_len, data)
+                c.deliver(sub, subject, reply, hdr_len, data, src)
                 delivered += 1
                 sub.delivered += 1
                 continue

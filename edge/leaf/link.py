@@ -205,6 +205,12 @@ class LeafLink(asyncio.Protocol):
             self.closed_fut.set_result(reason)
         self.uplink.link_closed(self, reason)
 
+    @property
+    def identity(self) -> dict[str, Any]:
+        """Who published what arrives over this link (edge.core.internal.source_identity): the hub."""
+        hub = {"kind": "leaf", "hub": str(self.info.get("server_name") or self.info.get("server_id") or "")}
+        return {k: v for k, v in hub.items() if v}
+
     # -- handler (what the hub sends) -----------------------------------------------------------
 
     def on_info(self, info: dict[str, Any]) -> None:

@@ -275,6 +275,7 @@ class MQTTConnection(asyncio.Protocol):
         self.session = None
         if session is not None and session.conn is self:
             session.conn = None
+            session.client.on_behalf_of = None
             session.last_seen = time.time()
             session.permissions = None
             if will and self.will is not None:
@@ -422,6 +423,9 @@ class MQTTConnection(asyncio.Protocol):
         self.session = session
         self.will = c.will
         session.conn = self
+        # What the session publishes, it publishes for this client (audit records: source_identity).
+        who = {"kind": "mqtt", "client_id": client_id, "user": self.user, "ip": self.host}
+        session.client.on_behalf_of = {k: v for k, v in who.items() if v}
         session.permissions = self.permissions
         self.keepalive = c.keepalive
         self.send(P.encode_connack(present, P.ACCEPTED))

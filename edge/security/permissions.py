@@ -242,7 +242,8 @@ class _FilteredDelivery:
     def headers(self) -> bool:
         return bool(self.owner.headers)
 
-    def deliver(self, sub: Subscription, subject: bytes, reply: bytes | None, hdr_len: int, data: bytes) -> None:
+    def deliver(self, sub: Subscription, subject: bytes, reply: bytes | None, hdr_len: int, data: bytes,
+                src: Any = None) -> None:
         c = self.owner
         if c.closed:
             return

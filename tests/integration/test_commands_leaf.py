@@ -92,6 +92,13 @@ async def test_cloud_app_switches_relay_through_the_leaf(rig: dict[str, Any]) ->
         assert sim.relay is True and sim.commands == [("relay", {"on": True})]
         evt = json.loads((await asyncio.wait_for(audit.get(), 10)).data)
         assert (evt["action"], evt["args"], evt["ok"]) == ("relay", {"on": True}, True)
+        assert evt["by"] == {"kind": "leaf", "hub": "hub1"}  # who asked: the cloud, over the leaf link
+        # A local user's command says which client and user it came from.
+        reply = json.loads((await local.request(f"cmd.{GW}.serial.relay.toggle", b"", timeout=10)).data)
+        assert reply == {"ok": True, "result": {"relay": False}}
+        evt = json.loads((await asyncio.wait_for(audit.get(), 10)).data)
+        assert (evt["action"], evt["by"]) == (
+            "toggle", {"kind": "client", "cid": local.client_id, "user": "admin", "ip": "127.0.0.1"})
         reply = json.loads((await cloud.request(f"cmd.{GW}.serial.relay.dance", b"", timeout=10)).data)
         assert reply["ok"] is False and reply["code"] == "unsupported"
     finally:

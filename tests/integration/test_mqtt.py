@@ -512,6 +512,38 @@ async def test_a_reload_rechecks_connected_mqtt_clients(tmp_path: Path, clients:
         edge.stop()
 
 
+async def test_a_command_from_an_mqtt_client_is_audited_with_its_client_id(tmp_path: Path, clients: list[Paho]) -> None:
+    """An MQTT device publishing on a command topic runs the command (the demo adapter's ``ping``); the
+    audit event names the MQTT client and its user as the requester."""
+    edge = Edge(tmp_path, AUTH.replace('{user = "ops", password = "ops"},', '{user = "ops", password = "ops"},\n'
+                '  {user = "panel", password = "p"},') + '[[adapters.demo]]\nname = "demo"\ninterval = "1h"\n')
+    try:
+        nc = await nats.connect(edge.url, user="ops", password="ops")
+        try:
+            events = await nc.subscribe("evt.gw1.demo.demo1.command")
+            await flush(nc)
+
+            async def served() -> bool:  # the demo adapter starts after the broker
+                try:
+                    reply = await nc.request("cmd.gw1.demo.demo1.ping", b"", timeout=1)
+                except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                    return False
+                return json.loads(reply.data) == {"ok": True, "result": "pong"}
+
+            await async_wait_for(served, 20, "the demo adapter to serve commands")
+            first = json.loads((await events.next_msg(timeout=5)).data)
+            assert first["by"]["kind"] == "client" and first["by"]["user"] == "ops"
+            panel = _connect(clients, edge.mqtt_port, "panel-1", username="panel", password="p")
+            await asyncio.to_thread(panel.publish, "cmd/gw1/demo/demo1/ping", b"", 1)
+            evt = json.loads((await events.next_msg(timeout=5)).data)
+            assert (evt["action"], evt["ok"], evt["by"]) == (
+                "ping", True, {"kind": "mqtt", "client_id": "panel-1", "user": "panel", "ip": "127.0.0.1"})
+        finally:
+            await nc.close()
+    finally:
+        edge.stop()
+
+
 # -- the same conversion as nats-server's own MQTT listener ---------------------------------------
 
 SAME_TOPICS = ["foo/bar", "/foo/bar/", "foo//bar", "foo.bar/baz", "a/b.c/d", "x", "dev/ünï/çødé", "trailing/"]

@@ -169,3 +169,30 @@ def test_http_actions_render_and_map() -> None:
     with pytest.raises(CommandError) as err:
         shelly_result(200, {"id": 7, "error": {"code": -103, "message": "Invalid argument 'pos'"}})
     assert err.value.code == "bad_arguments"
+
+
+class _Publisher:
+    def __init__(self, identity: dict[str, Any] | None) -> None:
+        if identity is not None:
+            self.identity = identity
+
+
+@pytest.mark.parametrize(("identity", "by"), [
+    ({"kind": "client", "cid": 7, "user": "alice", "ip": "10.0.0.5"},
+     {"kind": "client", "cid": 7, "user": "alice", "ip": "10.0.0.5"}),
+    ({"kind": "mqtt", "client_id": "panel-1", "user": "panel"},
+     {"kind": "mqtt", "client_id": "panel-1", "user": "panel"}),
+    (None, None),  # a source that cannot say who it is: no "by"
+])
+async def test_the_event_says_who_asked(identity: dict[str, Any] | None, by: dict[str, Any] | None) -> None:
+    async def handler(cmd: Command) -> Any:
+        return "done"
+
+    svc, rec = service(handler)
+    svc.serve("relay")
+    sub = next(iter(rec.subs))
+    rec.subs[sub](Message(b"cmd.gw1.serial.relay.toggle", b"_INBOX.9", b"", b"", _Publisher(identity)))
+    await settle(rec, 1)
+    event = next(doc for subject, doc in rec.published if subject == "evt.gw1.serial.relay.command")
+    assert event.get("by") == by
+    svc.close()
