@@ -23,7 +23,8 @@ def server_frames(data: bytes) -> list[str]:
     """Trace text for what a NATS server writes to a client, as nats-server traces it when it queues
     it (client.go traceOutOp/traceMsg): ``[MSG foo 1 2]`` (or HMSG) then ``MSG_PAYLOAD: ["hi"]``,
     ``[PONG]``, ``[PING]``, ``[OK]``, ``[-ERR <text>]``. INFO is not traced (nats-server does not trace
-    it either). ``data`` holds whole frames (an outbound buffer's contents)."""
+    it either). ``data`` holds whole frames (an outbound buffer's contents); anything else ends the
+    trace of this chunk with the line as it is, never an exception (a trace must not stop delivery)."""
     out: list[str] = []
     pos, end = 0, len(data)
     while pos < end:
@@ -34,8 +35,11 @@ def server_frames(data: bytes) -> list[str]:
         pos = nl + 1
         op = line[:5]
         if op.startswith((b"MSG ", b"HMSG ")):
-            size = int(line.rsplit(b" ", 1)[1])
             out.append(f"[{line.decode(errors='replace')}]")
+            size_token = line.rsplit(b" ", 1)[1]
+            if not size_token.isdigit():
+                break
+            size = int(size_token)
             out.append(f"MSG_PAYLOAD: [{go_quote(data[pos:pos + size])}]")
             pos += size + 2
         elif line == b"+OK":

@@ -54,3 +54,9 @@ def test_server_frames() -> None:
         "[-ERR Unknown Protocol Operation]",
         "[MSG bin 3 3]", 'MSG_PAYLOAD: ["\\x00\\r\\n"]',  # a payload holding CRLF is read by its size
     ]
+
+
+def test_server_frames_never_raises_on_what_it_cannot_read() -> None:
+    assert server_frames(b"MSG foo 1 x\r\nPONG\r\n") == ["[MSG foo 1 x]"]
+    assert server_frames(b"MSG foo 1 10\r\nshort") == ["[MSG foo 1 10]", 'MSG_PAYLOAD: ["short"]']
+    assert server_frames(b"PONG") == []  # no newline yet
