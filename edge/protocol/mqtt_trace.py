@@ -81,6 +81,8 @@ def inbound(p: P.Packet) -> str:
 def outbound(data: bytes) -> str:
     """A control packet the broker sends (CONNACK, the acks, SUBACK, PINGRESP), from its encoded bytes;
     PUBLISH is traced by the caller with :func:`publish` (it has the fields at hand)."""
+    if not data:
+        return ""
     ptype = data[0] >> 4
     if ptype == P.CONNACK and len(data) >= 4:
         return f"CONNACK sp={_go_bool(bool(data[2] & 1))} rc={data[3]}"

@@ -95,7 +95,8 @@ class Broker:
         if mdns_settings is not None and mdns_settings.enabled:
             from edge.adapters.mdns.runtime import MdnsRuntime
 
-            self.mdns = MdnsRuntime(self.server, self.registry, mdns_settings, http_port, self.discovered_hub)
+            self.mdns = MdnsRuntime(self.server, self.registry, mdns_settings, http_port, self.discovered_hub,
+                                    getattr(self.monitor, "history", None))
             await self.mdns.start()
             self.device_providers.append(self.mdns)
         await self._apply_adapters(self.settings.sections.get("adapters"))

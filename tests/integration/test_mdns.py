@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -32,6 +33,7 @@ WAIT = 20.0
 
 CONFIG = f"""
 server_name = "{GW}"
+http_port = -1
 
 [mdns]
 interfaces = ["127.0.0.1"]
@@ -208,7 +210,12 @@ async def test_esphome_discovered_listed_and_lost(nc: Any, azc: AsyncZeroconf) -
     assert all(d["device"] != dev for d in reply["devices"])
 
 
-async def test_shelly_polled_then_offline_then_lost(nc: Any, azc: AsyncZeroconf) -> None:
+def _statusz(gateway: ServerProcess) -> dict[str, Any]:
+    with urllib.request.urlopen(gateway.url_of("monitoring") + "/statusz", timeout=5) as resp:
+        return json.loads(resp.read())  # type: ignore[no-any-return]
+
+
+async def test_shelly_polled_then_offline_then_lost(nc: Any, azc: AsyncZeroconf, gateway: ServerProcess) -> None:
     http = FakeDevice(SHELLY_STATUS)
     await http.start()
     try:
@@ -224,6 +231,12 @@ async def test_shelly_polled_then_offline_then_lost(nc: Any, azc: AsyncZeroconf)
         temp = await expect(readings, ".temperature0")
         assert temp == {"value": 21.5, "unit": "°C", "ts": temp["ts"]}
         await expect(events, ".online")
+        # The status page has the polled channels, with their history (its sparklines).
+        page = await asyncio.to_thread(_statusz, gateway)
+        entry = next(d for d in page["devices"] if (d["adapter"], d["id"]) == ("mdns", dev))
+        channels = {c["name"]: c for c in entry["channels"]}
+        assert (channels["temperature0"]["value"], channels["temperature0"]["unit"]) == (21.5, "°C")
+        assert channels["switch0_power"]["series"]["values"][-1] == 12.5
 
         http.mode = "hang"
         offline = await expect(events, ".offline")

@@ -40,8 +40,9 @@ class MdnsRuntime:
     """
 
     def __init__(self, server: Server, registry: DeviceRegistry, settings: MdnsSettings, http_port: int = 0,
-                 on_hub: Callable[..., Any] | None = None) -> None:
+                 on_hub: Callable[..., Any] | None = None, history: Any = None) -> None:
         self.server = server
+        self.history = history  # edge.monitoring.statuspage.StatusHistory when the monitoring port runs
         self.registry = registry
         self.on_hub = on_hub
         self.settings = settings
@@ -67,7 +68,8 @@ class MdnsRuntime:
             auth=server.auth_required,
         )
         on_hub = self.on_hub if self.settings.hub_service else None
-        self.service = MdnsService(self.settings, me, lambda s, p: client.publish(s, p), registry, on_hub)
+        self.service = MdnsService(self.settings, me, lambda s, p: client.publish(s, p), registry, on_hub,
+                                   self.history)
         gw = gateway_token(server.server_name)
         client.subscribe(f"edge.{gw}.mdns.stats".encode(), self._on_stats)
         self.commands = CommandService(lambda: client, gw, "mdns", self.service.command,

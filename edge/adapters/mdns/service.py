@@ -152,10 +152,14 @@ class MdnsService:
         publish: Publish,
         registry: DeviceRegistry | None = None,
         on_hub: Callable[[str, tuple[str, ...], int], None] | None = None,
+        history: Any = None,
     ) -> None:
-        """``on_hub(instance, addresses, port)`` is called for each resolved ``hub_service`` instance."""
+        """``on_hub(instance, addresses, port)`` is called for each resolved ``hub_service`` instance.
+        ``history`` (edge.monitoring.statuspage.StatusHistory, when the monitoring port runs) gets each
+        polled reading, as adapters' readings, and forgets a device once it is lost."""
         self.settings = settings
         self.on_hub = on_hub
+        self.history = history
         self._hub_type = normalize_type(settings.hub_service) if settings.hub_service else ""
         self.me = me
         self._publish = publish
@@ -345,6 +349,8 @@ class MdnsService:
             self._event(dev, "lost")
             if self.registry is not None:
                 self.registry.remove(ADAPTER, dev.device)
+            if self.history is not None:
+                self.history.forget(ADAPTER, dev.device)
         else:
             self._event(dev, change)
             self._report(dev)
@@ -484,13 +490,17 @@ class MdnsService:
         if not readings:
             self.stats["poll_no_readings"] += 1
             return False
-        ts = iso_ts(time.time())
+        now = time.time()
+        ts = iso_ts(now)
         for channel, value, unit in readings:
             body: dict[str, Any] = {"value": value, "ts": ts}
             if unit is not None:
                 body["unit"] = unit
-            self._publish(f"dev.{self.gw}.{ADAPTER}.{dev.device}.{sanitize_token(channel)}".encode(),
+            token = sanitize_token(channel)
+            self._publish(f"dev.{self.gw}.{ADAPTER}.{dev.device}.{token}".encode(),
                           json.dumps(body, ensure_ascii=False).encode())
+            if self.history is not None:
+                self.history.record(ADAPTER, dev.device, token, value, unit, now)
         self.stats["readings"] += len(readings)
         self.stats["poll_ok"] += 1
         if self.registry is not None:
