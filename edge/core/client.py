@@ -29,6 +29,7 @@ from edge.protocol import errors as E
 from edge.protocol.connect import ConnectOptions
 from edge.protocol.encode import OK, PING, PONG, encode_err, encode_hmsg
 from edge.protocol.errors import ProtocolError
+from edge.protocol.gofmt import go_quote
 from edge.protocol.parser import Parser
 from edge.protocol.subjects import (
     RESERVED_FIRST,
@@ -222,8 +223,9 @@ class ClientConnection(asyncio.Protocol):
 
     @property
     def tag(self) -> str:
-        """The prefix nats-server puts on a connection's log lines: ``ip:port - cid:N``."""
-        name = f' - "{self.name}"' if self.name else ""
+        """The prefix nats-server puts on a connection's log lines: ``ip:port - cid:N``, then the CONNECT's
+        name and user, each as Go's %q (so a name cannot forge a log line)."""
+        name = f" - {go_quote(self.name.encode())}" if self.name else ""
         return f"{self.host}:{self.port} - cid:{self.cid}{name}{self.tag_identity}"
 
     @property
@@ -429,7 +431,7 @@ class ClientConnection(asyncio.Protocol):
         # nats-server names the client in its log lines by what the CONNECT says: "$G/user:<user>" or
         # "$G/token" after the name (client.go processConnect), whether or not authorization checks it.
         user = options.get("user")
-        self.tag_identity = (f' - "$G/user:{user}"' if isinstance(user, str) and user
+        self.tag_identity = (f" - {go_quote(f'$G/user:{user}'.encode())}" if isinstance(user, str) and user
                              else ' - "$G/token"' if options.get("auth_token") else "")
         if "account" in options or "new_account" in options:
             raise ProtocolError(E.ERR_AUTH_VIOLATION)
@@ -509,8 +511,6 @@ class ClientConnection(asyncio.Protocol):
         """Checks for the slow path; returns False if the message must not be routed."""
         self._check_authorized()
         if self.trace:
-            from edge.protocol.gofmt import go_quote
-
             r = " " + reply.decode(errors="replace") if reply else ""
             h = f" {hdr_len}" if hdr_len >= 0 else ""
             trace_log.debug("%s - <<- [%s %s%s%s %d]", self.tag, op.decode(), subject.decode(errors="replace"), r, h,

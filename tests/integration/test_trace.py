@@ -43,6 +43,9 @@ SESSIONS: dict[str, tuple[bytes, Callable[[RawClient], None], int]] = {
                          b'"protocol":1,"name":"n1","user":"a","pass":"secret"}\r\n', _pubsub, 2),
     "verbose-pedantic-fatal": (b'CONNECT {"verbose":true,"pedantic":true}\r\n', _verbose_then_fatal, 2),
     "token": (b'CONNECT {"auth_token":"s3cr3t","verbose":false,"headers":true}\r\n', _pubsub, 2),
+    # A name and user that try to forge a log line: quoted as Go's %q in the tag, as nats-server does.
+    "forged-name": (b'CONNECT {"verbose":false,"headers":true,"name":"n\\"1\\nX [ERR] fake",'
+                    b'"user":"a\\"b\\nc"}\r\n', _pubsub, 2),
 }
 
 
