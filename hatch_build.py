@@ -1,4 +1,4 @@
-"""Hatch build hook: compile the hot modules with Cython when the build can, ship pure Python when not.
+"""Hatch build hook: compile the listed modules with Cython when the build can, ship pure Python when not.
 
 One source, two speeds (as zeroconf's and dbus-fast's build_ext.py do): the ``.py`` files listed in
 ``[tool.hatch.build.targets.wheel.hooks.custom] modules`` are the source of truth, compiled in Cython's
